@@ -1,0 +1,113 @@
+"""aiorq: RQ's jobs, queues and registries from asyncio, on RQ's own Redis data.
+
+Importing this package is cheap and needs no event loop: stock rq workers import user modules
+that use ``@aiorq.job``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from rq.callbacks import Callback
+from rq.job import Dependency, JobStatus, Retry
+from rq.queue import EnqueueData
+from rq.rate_limit import RateLimit
+from rq.repeat import Repeat
+from rq.results import Result
+from rq.webhook import Webhook
+
+from .connections import (
+    NoRedisConnectionException,
+    from_url,
+    get_current_connection,
+    pop_connection,
+    push_connection,
+)
+from .current import get_current_job
+from .decorators import job
+from .job import Job
+from .queue import Queue
+from .registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ReadyJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+    clean_registries,
+)
+from .version import VERSION
+from .workers import (
+    WorkerInfo,
+    count_workers,
+    get_workers,
+    is_suspended,
+    resume,
+    send_command,
+    send_kill_horse_command,
+    send_shutdown_command,
+    send_stop_execution_command,
+    send_stop_job_command,
+    suspend,
+)
+
+__version__ = VERSION
+
+__all__ = [
+    'VERSION',
+    'Callback',
+    'CanceledJobRegistry',
+    'DeferredJobRegistry',
+    'Dependency',
+    'EnqueueData',
+    'FailedJobRegistry',
+    'FinishedJobRegistry',
+    'Job',
+    'JobStatus',
+    'NoRedisConnectionException',
+    'Queue',
+    'RateLimit',
+    'ReadyJobRegistry',
+    'Repeat',
+    'Result',
+    'Retry',
+    'ScheduledJobRegistry',
+    'StartedJobRegistry',
+    'Webhook',
+    'WorkerInfo',
+    'cancel_job',
+    'clean_registries',
+    'count_workers',
+    'from_url',
+    'get_current_connection',
+    'get_current_job',
+    'get_workers',
+    'is_suspended',
+    'job',
+    'pop_connection',
+    'push_connection',
+    'requeue_job',
+    'resume',
+    'send_command',
+    'send_kill_horse_command',
+    'send_shutdown_command',
+    'send_stop_execution_command',
+    'send_stop_job_command',
+    'suspend',
+]
+
+
+async def cancel_job(
+    job_id: str, connection: Redis | None = None, serializer: Any = None, enqueue_dependents: bool = False
+) -> dict[str, list[str]]:
+    """``rq.cancel_job``: fetch and cancel."""
+    job = await Job.fetch(job_id, connection=connection, serializer=serializer)
+    return await job.cancel(enqueue_dependents=enqueue_dependents)
+
+
+async def requeue_job(job_id: str, connection: Redis | None = None, serializer: Any = None) -> Job:
+    """``rq.requeue_job``: move a failed job back onto its queue."""
+    job = await Job.fetch(job_id, connection=connection, serializer=serializer)
+    return await job.requeue()

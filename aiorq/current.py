@@ -1,0 +1,43 @@
+"""``aiorq.get_current_job()``: the running job as an ``aiorq.Job``.
+
+An aiorq worker sets it per task. Under a stock rq worker (which runs a coroutine job with
+``asyncio.run``) it is built from rq's own current job and an async client to the same
+server, which also becomes the current connection, so one coroutine job works on either kind
+of worker.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextvars import ContextVar
+
+import rq.job
+
+from . import protocol as p
+from .connections import async_connection, current_connection_or_none, push_connection
+from .job import Job
+
+_current_job: ContextVar[Job | None] = ContextVar('aiorq_current_job', default=None)
+
+
+def set_current_job(job: Job | None) -> None:
+    """Used by the worker inside each job's own task."""
+    _current_job.set(job)
+
+
+def get_current_job() -> Job | None:
+    job = _current_job.get()
+    if job is not None:
+        return job
+    stock = rq.job.get_current_job()
+    if stock is None:
+        return None
+    conn = current_connection_or_none()
+    if conn is None:
+        conn = async_connection(stock.connection)
+        push_connection(conn)
+    codec = copy.copy(stock)
+    codec.connection = p.codec.NOIO
+    job = Job._wrap(codec, conn)
+    _current_job.set(job)
+    return job

@@ -1,0 +1,417 @@
+"""``aiorq.Job``: rq's job, with every Redis call awaited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from rq.executions import Execution
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+from rq.results import Result
+
+from . import protocol as p
+from ._awaitable import AwaitableProperty
+from .connections import current_connection_or_none, resolve_connection
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+__all__ = ['Job', 'JobStatus']
+
+
+class _Field:
+    """A plain attribute kept on the underlying rq codec object."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Job | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(obj._rq, self.name)
+
+    def __set__(self, obj: Job, value: Any) -> None:
+        setattr(obj._rq, self.name, value)
+
+
+class _Payload(_Field):
+    """A field stored inside ``data``; decoding errors name the job."""
+
+    def __get__(self, obj: Job | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        if obj._rq._func_name is p.codec.UNEVALUATED:
+            p.codec.load_data(obj._rq)
+        return getattr(obj._rq, self.name)
+
+
+class Job:
+    """A job; pure attributes behave as in rq, I/O is awaited.
+
+    ``is_finished`` and friends are awaitable properties (``await job.is_finished``); methods are
+    coroutines (``await job.get_status()``). ``job.rq_job`` is the underlying ``rq.job.Job`` codec.
+    """
+
+    # Pure attributes, shared with rq.job.Job.
+    origin = _Field()
+    description = _Field()
+    created_at = _Field()
+    enqueued_at = _Field()
+    started_at = _Field()
+    ended_at = _Field()
+    last_heartbeat = _Field()
+    timeout = _Field()
+    result_ttl = _Field()
+    failure_ttl = _Field()
+    ttl = _Field()
+    meta = _Field()
+    worker_name = _Field()
+    group_id = _Field()
+    retries_left = _Field()
+    retry_intervals = _Field()
+    number_of_retries = _Field()
+    repeats_left = _Field()
+    repeat_intervals = _Field()
+    allow_dependency_failures = _Field()
+    enqueue_at_front = _Field()
+    enqueue_at_front_on_retry = _Field()
+    webhooks = _Field()
+    rate_limit_key = _Field()
+    rate_limit_concurrency = _Field()
+    serializer = _Field()
+    func_name = _Payload()
+    instance = _Payload()
+    args = _Payload()
+    kwargs = _Payload()
+
+    def __init__(self, id: str | None = None, connection: Redis | None = None, serializer: Any = None) -> None:
+        self._rq = p.codec.new_job(id, serializer)
+        self._connection = connection if connection is not None else current_connection_or_none()
+        self._cached_result: Result | None = None
+
+    @classmethod
+    def _wrap(cls, rq_job: RQJob, connection: Redis | None) -> Job:
+        job = cls.__new__(cls)
+        job._rq = rq_job
+        job._connection = connection
+        job._cached_result = None
+        return job
+
+    # -- identity and pure helpers ------------------------------------------------------------
+
+    @property
+    def connection(self) -> Redis:
+        return resolve_connection(self._connection)
+
+    @property
+    def rq_job(self) -> RQJob:
+        return self._rq
+
+    @property
+    def id(self) -> str:
+        return self._rq.id
+
+    @property
+    def key(self) -> str:
+        return p.keys.job(self.id)
+
+    @property
+    def dependents_key(self) -> str:
+        return p.keys.dependents(self.id)
+
+    @property
+    def dependencies_key(self) -> str:
+        return p.keys.dependencies(self.id)
+
+    @property
+    def data(self) -> bytes:
+        return self._rq.data
+
+    @property
+    def func(self) -> Any:
+        p.codec.load_data(self._rq)
+        return self._rq.func
+
+    @property
+    def has_rate_limit(self) -> bool:
+        return self._rq.has_rate_limit
+
+    @property
+    def _dependency_ids(self) -> list[str]:
+        return self._rq._dependency_ids
+
+    @property
+    def success_callback_timeout(self) -> int:
+        return self._rq.success_callback_timeout
+
+    @property
+    def failure_callback_timeout(self) -> int:
+        return self._rq.failure_callback_timeout
+
+    @property
+    def stopped_callback_timeout(self) -> int:
+        return self._rq.stopped_callback_timeout
+
+    @staticmethod
+    def key_for(job_id: str) -> str:
+        return p.keys.job(job_id)
+
+    @staticmethod
+    def dependents_key_for(job_id: str) -> str:
+        return p.keys.dependents(job_id)
+
+    def get_call_string(self) -> str | None:
+        return self._rq.get_call_string()
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
+        return p.codec.mapping(self._rq, include_meta, include_result)
+
+    def should_enqueue_at_front(self) -> bool:
+        return self._rq.should_enqueue_at_front()
+
+    def get_retry_interval(self) -> int:
+        return self._rq.get_retry_interval()
+
+    def get_result_ttl(self, default_ttl: int) -> int:
+        return self._rq.get_result_ttl(default_ttl)
+
+    def get_ttl(self, default_ttl: int | None = None) -> int | None:
+        return self._rq.get_ttl(default_ttl)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.id!r}, enqueued_at={self.enqueued_at!r})'
+
+    def __str__(self) -> str:
+        return f'<{self.__class__.__name__} {self.id}: {self.description}>'
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and self.id == other.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- construction and fetching ------------------------------------------------------------
+
+    @classmethod
+    def create(cls, func: Any, args: Any = None, kwargs: Any = None, connection: Redis | None = None, **options: Any) -> Job:
+        """``rq.job.Job.create`` without I/O; options as rq's (``result_ttl``, ``depends_on``, …)."""
+        depends_on = options.pop('depends_on', None)
+        if depends_on is not None:
+            options['depends_on'] = _unwrap_dependencies(depends_on)
+        rq_job = RQJob.create(func, args=args, kwargs=kwargs, connection=p.codec.NOIO, **options)
+        return cls._wrap(rq_job, connection if connection is not None else current_connection_or_none())
+
+    @classmethod
+    async def fetch(cls, id: str, connection: Redis | None = None, serializer: Any = None) -> Job:
+        """Load a job by id (``<id>:<execution>`` accepted); ``NoSuchJobError`` if missing."""
+        conn = resolve_connection(connection)
+        return cls._wrap(await p.jobs.fetch(conn, id, serializer), conn)
+
+    @classmethod
+    async def fetch_many(cls, job_ids: Iterable[str], connection: Redis | None = None, serializer: Any = None) -> list[Job | None]:
+        conn = resolve_connection(connection)
+        return [None if j is None else cls._wrap(j, conn) for j in await p.jobs.fetch_many(conn, list(job_ids), serializer)]
+
+    @classmethod
+    async def exists(cls, job_id: str, connection: Redis | None = None) -> bool:
+        return await p.jobs.exists(resolve_connection(connection), job_id)
+
+    async def refresh(self) -> None:
+        fresh = await p.jobs.fetch(self.connection, self.id, self.serializer)
+        self._rq = fresh
+        self._cached_result = None
+
+    async def save(self, pipeline: Any = None, include_meta: bool = True, include_result: bool = True) -> None:
+        await p.jobs.save(self.connection, self._rq, pipeline, include_meta, include_result)
+
+    async def save_meta(self) -> None:
+        await p.jobs.save_meta(self.connection, self._rq)
+
+    async def get_meta(self, refresh: bool = True) -> dict[str, Any]:
+        if refresh:
+            return await p.jobs.get_meta(self.connection, self._rq)
+        return self._rq.meta
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def get_status(self, refresh: bool = True) -> JobStatus | None:
+        if refresh:
+            status = await p.jobs.get_status(self.connection, self.id)
+            if status is not None:
+                self._rq._status = status
+            return status
+        return self._rq.get_status(refresh=False)
+
+    async def set_status(self, status: JobStatus, pipeline: Any = None) -> None:
+        await p.jobs.set_status(self.connection, self._rq, status, pipeline)
+
+    def _is(self, status: JobStatus, name: str) -> AwaitableProperty[bool]:
+        async def check() -> bool:
+            return await self.get_status() == status
+
+        return AwaitableProperty(check, f'job.{name}')
+
+    @property
+    def is_finished(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.FINISHED, 'is_finished')
+
+    @property
+    def is_queued(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.QUEUED, 'is_queued')
+
+    @property
+    def is_failed(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.FAILED, 'is_failed')
+
+    @property
+    def is_started(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.STARTED, 'is_started')
+
+    @property
+    def is_deferred(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.DEFERRED, 'is_deferred')
+
+    @property
+    def is_canceled(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.CANCELED, 'is_canceled')
+
+    @property
+    def is_scheduled(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.SCHEDULED, 'is_scheduled')
+
+    @property
+    def is_stopped(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.STOPPED, 'is_stopped')
+
+    @property
+    def is_ready_to_enqueue(self) -> AwaitableProperty[bool]:
+        return self._is(JobStatus.READY_TO_ENQUEUE, 'is_ready_to_enqueue')
+
+    # -- results ---------------------------------------------------------------------------
+
+    async def latest_result(self, timeout: float = 0) -> Result | None:
+        """The newest Result; with ``timeout`` (seconds, rounded to ms) wait for one to exist."""
+        return await p.jobs.latest_result(self.connection, self.id, self.serializer, timeout)
+
+    async def results(self) -> list[Result]:
+        """All Results, newest first."""
+        return await p.jobs.all_results(self.connection, self.id, self.serializer)
+
+    async def return_value(self, refresh: bool = False) -> Any:
+        """The latest successful return value, or ``None`` (cached on the object, as in rq)."""
+        if refresh:
+            self._cached_result = None
+        if not self._cached_result:
+            self._cached_result = await self.latest_result()
+        if self._cached_result and self._cached_result.type == Result.Type.SUCCESSFUL:
+            return self._cached_result.return_value
+        return None
+
+    @property
+    def result(self) -> AwaitableProperty[Any]:
+        """``await job.result``: the latest result's value if it succeeded, else ``None``."""
+
+        async def read() -> Any:
+            latest = await self.latest_result()
+            if latest is not None and latest.type == Result.Type.SUCCESSFUL:
+                return latest.return_value
+            return None
+
+        return AwaitableProperty(read, 'job.result')
+
+    # -- dependencies ----------------------------------------------------------------------
+
+    @property
+    def dependency(self) -> AwaitableProperty[Job | None]:
+        async def read() -> Job | None:
+            if not self._dependency_ids:
+                return None
+            return await Job.fetch(self._dependency_ids[0], self.connection, self.serializer)
+
+        return AwaitableProperty(read, 'job.dependency')
+
+    @property
+    def dependent_ids(self) -> AwaitableProperty[list[str]]:
+        return AwaitableProperty(lambda: p.jobs.dependent_ids(self.connection, self.id), 'job.dependent_ids')
+
+    @property
+    def dependency_ids(self) -> AwaitableProperty[list[str]]:
+        return AwaitableProperty(lambda: p.jobs.dependency_ids(self.connection, self.id), 'job.dependency_ids')
+
+    async def fetch_dependencies(self) -> list[Job]:
+        found = await Job.fetch_many(self._dependency_ids, self.connection, self.serializer)
+        return [j for j in found if j is not None]
+
+    async def dependencies_are_met(self, parent_job: Job | None = None, exclude_job_id: str | None = None) -> bool:
+        return await p.enqueue.dependencies_are_met(
+            self.connection, self._rq, parent=parent_job._rq if parent_job else None, exclude_job_id=exclude_job_id
+        )
+
+    # -- management ------------------------------------------------------------------------
+
+    async def get_position(self) -> int | None:
+        return await p.jobs.position(self.connection, self.origin, self.id)
+
+    async def get_executions(self) -> list[Execution]:
+        return await p.jobs.get_executions(self.connection, self.id)
+
+    async def cancel(
+        self, pipeline: Any = None, enqueue_dependents: bool = False, remove_from_dependencies: bool = False
+    ) -> dict[str, list[str]]:
+        return await p.jobs.cancel(
+            self.connection,
+            self._rq,
+            pipeline=pipeline,
+            enqueue_dependents=enqueue_dependents,
+            remove_from_dependencies=remove_from_dependencies,
+        )
+
+    async def delete(self, pipeline: Any = None, remove_from_queue: bool = True, delete_dependents: bool = False) -> None:
+        await p.jobs.delete(
+            self.connection,
+            self._rq,
+            pipeline=pipeline,
+            remove_from_queue=remove_from_queue,
+            delete_dependents=delete_dependents,
+        )
+
+    async def delete_dependents(self) -> None:
+        conn = self.connection
+        async with conn.pipeline(transaction=True) as pipe:
+            for dep_id in await p.jobs.dependent_ids(conn, self.id):
+                try:
+                    dependent = await p.jobs.fetch(conn, dep_id, self.serializer)
+                except p.NoSuchJobError:
+                    continue
+                await p.jobs._buffer_delete(conn, dependent, pipe, False, False)
+            pipe.delete(self.dependents_key)
+            await pipe.execute()
+
+    async def requeue(self, at_front: bool = False) -> Job:
+        """Move the job from the failed registry back onto its queue."""
+        await p.jobs.requeue(self.connection, self._rq, p.keys.registry('failed', self.origin), at_front=at_front)
+        return self
+
+    def queue(self) -> Queue:
+        from .queue import Queue
+
+        return Queue(self.origin, connection=self.connection, serializer=self.serializer)
+
+
+def _unwrap_dependencies(depends_on: Any) -> Any:
+    """Turn aiorq jobs (also inside lists and ``Dependency``) into what rq's codec accepts."""
+    from rq.job import Dependency
+
+    if isinstance(depends_on, Job):
+        return depends_on._rq
+    if isinstance(depends_on, Dependency):
+        return Dependency(
+            [_unwrap_dependencies(d) for d in depends_on.dependencies],
+            allow_failure=depends_on.allow_failure,
+            enqueue_at_front=depends_on.enqueue_at_front,
+        )
+    if isinstance(depends_on, (list, tuple)):
+        return [_unwrap_dependencies(d) for d in depends_on]
+    return depends_on

@@ -1,0 +1,26 @@
+"""The only code in aiorq that speaks Redis.
+
+One ``async def`` per transition of rq 3.0's protocol, each taking a ``redis.asyncio.Redis``
+and plain values (rq's own pure objects used as codecs), issuing the keys and command
+sequences stock rq issues with at least its atomicity. ``Queue``, ``Job``, the registries
+and the worker call into it; nothing else builds an ``rq:`` key.
+"""
+
+from rq.exceptions import NoSuchJobError
+
+from . import codec, dependents, enqueue, jobs, keys, outcomes, queues, ratelimit, registries, scripts, workers
+
+__all__ = [
+    'NoSuchJobError',
+    'codec',
+    'dependents',
+    'enqueue',
+    'jobs',
+    'keys',
+    'outcomes',
+    'queues',
+    'ratelimit',
+    'registries',
+    'scripts',
+    'workers',
+]

@@ -1,0 +1,302 @@
+"""Reading and changing one job: fetch, status, meta, results, executions, cancel, delete, requeue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+from rq.exceptions import InvalidJobOperation, NoSuchGroupError, NoSuchJobError
+from rq.executions import Execution
+from rq.job import Job as RQJob
+from rq.job import JobStatus, parse_job_id
+from rq.results import Result
+from rq.utils import as_text, current_timestamp
+
+from . import keys
+from .codec import NOIO, parse_status, restore_job
+from .enqueue import Pipe
+
+# Which registry holds a job, by its stored status (Job._remove_from_registries).
+_REGISTRY_BY_STATUS = {
+    JobStatus.FINISHED: 'finished',
+    JobStatus.DEFERRED: 'deferred',
+    JobStatus.READY_TO_ENQUEUE: 'ready',
+    JobStatus.SCHEDULED: 'scheduled',
+    JobStatus.FAILED: 'failed',
+    JobStatus.STOPPED: 'failed',
+    JobStatus.CANCELED: 'canceled',
+}
+
+
+async def exists(conn: Redis, job_id: str) -> bool:
+    return bool(await conn.exists(keys.job(job_id)))
+
+
+async def fetch(conn: Redis, job_id: str, serializer: Any = None) -> RQJob:
+    """``Job.fetch``: accepts ``<id>:<exec>``; ``NoSuchJobError`` when the hash is missing."""
+    job_id = parse_job_id(job_id)
+    return restore_job(job_id, await conn.hgetall(keys.job(job_id)), serializer)
+
+
+async def fetch_many(conn: Redis, job_ids: Sequence[str], serializer: Any = None) -> list[RQJob | None]:
+    ids = [parse_job_id(j) for j in job_ids]
+    if not ids:
+        return []
+    async with conn.pipeline(transaction=True) as pipe:
+        for job_id in ids:
+            pipe.hgetall(keys.job(job_id))
+        raws = await pipe.execute()
+    return [restore_job(i, raw, serializer) if raw else None for i, raw in zip(ids, raws)]
+
+
+async def get_status(conn: Redis, job_id: str) -> JobStatus | None:
+    return parse_status(await conn.hget(keys.job(job_id), 'status'))
+
+
+async def set_status(conn: Redis, job: RQJob, status: JobStatus, pipeline: Pipe | None = None) -> None:
+    job._status = status
+    target: Any = pipeline if pipeline is not None else conn
+    result = target.hset(keys.job(job.id), 'status', status.value)
+    if pipeline is None:
+        await result
+
+
+async def get_meta(conn: Redis, job: RQJob) -> dict[str, Any]:
+    raw = await conn.hget(keys.job(job.id), 'meta')
+    job.meta = job.serializer.loads(raw) if raw else {}
+    return job.meta
+
+
+async def save(
+    conn: Redis, job: RQJob, pipeline: Pipe | None = None, include_meta: bool = True, include_result: bool = True
+) -> None:
+    from .codec import mapping
+
+    target: Any = pipeline if pipeline is not None else conn
+    result = target.hset(keys.job(job.id), mapping=mapping(job, include_meta, include_result))
+    if pipeline is None:
+        await result
+
+
+async def save_meta(conn: Redis, job: RQJob) -> None:
+    await conn.hset(keys.job(job.id), 'meta', job._serialize_meta())
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+def _restore_result(job_id: str, entry_id: bytes, payload: dict[bytes, bytes], serializer: Any) -> Result:
+    return Result.restore(job_id, as_text(entry_id), payload, connection=NOIO, serializer=serializer)
+
+
+async def latest_result(conn: Redis, job_id: str, serializer: Any = None, timeout: float = 0) -> Result | None:
+    """``Result.fetch_latest``: ``XREVRANGE … COUNT 1``, or with a timeout a blocking
+    ``XREAD`` from the start of the stream (the newest entry at once if any exists)."""
+    key = keys.results(job_id)
+    if timeout:
+        response = await conn.xread({key: '0-0'}, block=int(round(timeout * 1000)))
+        if not response:
+            return None
+        entries = response[0][1]
+        if not entries:
+            return None
+        entry_id, payload = entries[-1]
+    else:
+        response = await conn.xrevrange(key, '+', '-', count=1)
+        if not response:
+            return None
+        entry_id, payload = response[0]
+    return _restore_result(job_id, entry_id, payload, serializer)
+
+
+async def all_results(conn: Redis, job_id: str, serializer: Any = None) -> list[Result]:
+    response = await conn.xrevrange(keys.results(job_id), '+', '-')
+    return [_restore_result(job_id, entry_id, payload, serializer) for entry_id, payload in response]
+
+
+async def result_count(conn: Redis, job_id: str) -> int:
+    return int(await conn.xlen(keys.results(job_id)))
+
+
+async def delete_results(conn: Redis, job_id: str) -> None:
+    await conn.delete(keys.results(job_id))
+
+
+# -- relations -------------------------------------------------------------------------------
+
+
+async def dependent_ids(conn: Redis, job_id: str) -> list[str]:
+    return [as_text(i) for i in await conn.smembers(keys.dependents(job_id))]
+
+
+async def dependency_ids(conn: Redis, job_id: str) -> list[str]:
+    return [as_text(i) for i in await conn.smembers(keys.dependencies(job_id))]
+
+
+async def position(conn: Redis, queue_name: str, job_id: str) -> int | None:
+    pos = await conn.lpos(keys.queue(queue_name), job_id)
+    return None if pos is None else int(pos)
+
+
+async def get_executions(conn: Redis, job_id: str) -> list[Execution]:
+    """``Job.get_executions``: prune expired ids, then read each hash (``ValueError`` if one is gone)."""
+    ekey = keys.executions(job_id)
+    await conn.zremrangebyscore(ekey, 0, current_timestamp())
+    executions = []
+    for raw_id in await conn.zrange(ekey, 0, -1):
+        execution = Execution(id=as_text(raw_id), job_id=job_id, connection=NOIO)
+        data = await conn.hgetall(execution.key)
+        if not data:
+            raise ValueError(f'Execution {execution.id} not found in Redis')
+        execution.restore(data)
+        executions.append(execution)
+    return executions
+
+
+def buffer_delete_execution(pipe: Pipe, job: RQJob, execution: Execution) -> None:
+    """``Execution.delete``: hash, started-registry member, per-job index, worker index."""
+    pipe.delete(keys.execution(job.id, execution.id))
+    pipe.zrem(keys.registry('started', job.origin), execution.composite_key)
+    pipe.zrem(keys.executions(job.id), execution.id)
+    if execution.worker_name:
+        pipe.srem(keys.worker_executions(execution.worker_name), execution.composite_key)
+
+
+async def buffer_remove_from_registries(
+    conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool = True
+) -> None:
+    """``Job._remove_from_registries``: the *stored* status picks the registry."""
+    if remove_from_queue:
+        pipe.lrem(keys.queue(job.origin), 1, job.id)
+    status = await get_status(conn, job.id)
+    if status == JobStatus.STARTED:
+        members = [e.composite_key for e in await get_executions(conn, job.id)]
+        if members:
+            pipe.zrem(keys.registry('started', job.origin), *members)
+    elif status is not None and status in _REGISTRY_BY_STATUS:
+        pipe.zrem(keys.registry(_REGISTRY_BY_STATUS[status], job.origin), job.id)
+
+
+async def cancel(
+    conn: Redis,
+    job: RQJob,
+    *,
+    pipeline: Pipe | None = None,
+    enqueue_dependents: bool = False,
+    remove_from_dependencies: bool = False,
+) -> dict[str, list[str]]:
+    """4.15 ``Job.cancel``; returns ``{queue: [dependents moved to ready]}``."""
+    from . import dependents, ratelimit
+
+    if await get_status(conn, job.id) == JobStatus.CANCELED:
+        raise InvalidJobOperation(f'Cannot cancel already canceled job: {job.id}')
+    if pipeline is not None and job.has_rate_limit:
+        raise InvalidJobOperation('Cannot cancel a rate-limited job with a caller-supplied pipeline')
+    pipe = pipeline if pipeline is not None else conn.pipeline(transaction=True)
+    moved: dict[str, list[str]] = {}
+    try:
+        while True:
+            try:
+                if enqueue_dependents:
+                    if pipeline is None:
+                        await pipe.watch(keys.dependents(job.id))
+                    moved = await dependents.move_dependents_to_ready(
+                        conn, job, pipe=pipe, exclude_job_id=job.id, serializer=job.serializer
+                    )
+                # Read what the registry removal needs before the transaction starts buffering.
+                if not pipe.explicit_transaction:
+                    pipe.multi()
+                job._status = JobStatus.CANCELED
+                pipe.hset(keys.job(job.id), 'status', JobStatus.CANCELED.value)
+                if remove_from_dependencies:
+                    for dep in await fetch_many(conn, job._dependency_ids, serializer=job.serializer):
+                        if dep is not None:
+                            pipe.srem(keys.dependents(dep.id), job.id)
+                await buffer_remove_from_registries(conn, job, pipe)
+                pipe.zadd(keys.registry('canceled', job.origin), {job.id: current_timestamp()})
+                if pipeline is None:
+                    await pipe.execute()
+                break
+            except WatchError:
+                if pipeline is not None:
+                    raise
+                moved = {}
+    finally:
+        if pipeline is None:
+            await pipe.reset()
+    if pipeline is None and enqueue_dependents:
+        await dependents.enqueue_ready_by_queue(conn, moved, serializer=job.serializer)
+    if job.has_rate_limit:
+        assert job.rate_limit_key
+        await ratelimit.cancel(conn, job.rate_limit_key, job.id)
+    return moved
+
+
+async def delete(
+    conn: Redis,
+    job: RQJob,
+    *,
+    pipeline: Pipe | None = None,
+    remove_from_queue: bool = True,
+    delete_dependents: bool = False,
+) -> None:
+    """4.15 ``Job.delete``: registries, dependents, executions, group, keys and results."""
+    from . import ratelimit
+
+    pipe = pipeline if pipeline is not None else conn.pipeline(transaction=True)
+    try:
+        await _buffer_delete(conn, job, pipe, remove_from_queue, delete_dependents)
+        if pipeline is None:
+            await pipe.execute()
+    finally:
+        if pipeline is None:
+            await pipe.reset()
+    if job.has_rate_limit:
+        assert job.rate_limit_key
+        await ratelimit.cancel(conn, job.rate_limit_key, job.id, release=pipeline is None)
+
+
+async def _buffer_delete(
+    conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool, delete_dependents: bool
+) -> None:
+    await buffer_remove_from_registries(conn, job, pipe, remove_from_queue)
+    if delete_dependents:
+        for dep_id in await dependent_ids(conn, job.id):
+            try:
+                dependent = await fetch(conn, dep_id, serializer=job.serializer)
+            except NoSuchJobError:
+                continue
+            await _buffer_delete(conn, dependent, pipe, False, False)
+        pipe.delete(keys.dependents(job.id))
+    if not job.has_rate_limit:
+        # A live execution of a rate-limited job keeps its slot; rq leaves its executions alone.
+        for execution in await get_executions(conn, job.id):
+            buffer_delete_execution(pipe, job, execution)
+        pipe.delete(keys.executions(job.id))
+    if job.group_id:
+        if not await conn.exists(keys.group(job.group_id)):
+            raise NoSuchGroupError
+        pipe.srem(keys.group(job.group_id), job.id)
+    pipe.delete(keys.job(job.id), keys.dependents(job.id), keys.dependencies(job.id), keys.results(job.id))
+
+
+async def requeue(
+    conn: Redis, job: RQJob, registry_key: str, *, at_front: bool = False, default_timeout: int = 180
+) -> RQJob:
+    """4.16 ``FailedJobRegistry.requeue`` (any registry of bare ids)."""
+    from .enqueue import buffer_enqueue, enqueue_rate_limited
+
+    if not await conn.zrem(registry_key, job.id):
+        raise InvalidJobOperation(f'Job {job.id} is not in {registry_key}')
+    job.started_at = None
+    job.ended_at = None
+    job._exc_info = ''
+    if job.has_rate_limit:
+        job.enqueue_at_front = at_front
+        return await enqueue_rate_limited(conn, job, job.origin, default_timeout)
+    async with conn.pipeline(transaction=True) as pipe:
+        buffer_enqueue(pipe, job, job.origin, default_timeout, at_front)
+        await pipe.execute()
+    return job

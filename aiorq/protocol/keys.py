@@ -1,0 +1,130 @@
+"""Every Redis key name aiorq uses, built from rq's own templates.
+
+rq reads ``RQ_KEY_PREFIX`` from the environment at import time and bakes it into class
+attributes; deriving our names from those attributes keeps both libraries on one namespace.
+"""
+
+from __future__ import annotations
+
+from rq.command import PUBSUB_CHANNEL_TEMPLATE
+from rq.defaults import RQ_KEY_PREFIX
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, ExecutionRegistry
+from rq.group import Group
+from rq.job import Job as RQJob
+from rq.queue import Queue as RQQueue
+from rq.rate_limit import RateLimitRegistry
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ReadyJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED
+from rq.worker import BaseWorker
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+
+PREFIX = RQ_KEY_PREFIX
+QUEUE_PREFIX = RQQueue.redis_queue_namespace_prefix
+QUEUES = RQQueue.redis_queues_keys
+JOB_PREFIX = RQJob.redis_job_namespace_prefix
+WORKER_PREFIX = BaseWorker.redis_worker_namespace_prefix
+WORKERS = REDIS_WORKER_KEYS
+SUSPENDED = WORKERS_SUSPENDED
+RL_KEYS = RateLimitRegistry.rl_keys_key
+GROUPS = Group.REDIS_GROUP_KEY
+GROUP_PREFIX = Group.REDIS_GROUP_NAME_PREFIX
+RESULTS_PREFIX = Result.get_key('')
+
+REGISTRY_TEMPLATES = {
+    'started': StartedJobRegistry.key_template,
+    'finished': FinishedJobRegistry.key_template,
+    'failed': FailedJobRegistry.key_template,
+    'deferred': DeferredJobRegistry.key_template,
+    'ready': ReadyJobRegistry.key_template,
+    'scheduled': ScheduledJobRegistry.key_template,
+    'canceled': CanceledJobRegistry.key_template,
+}
+
+
+def queue(name: str) -> str:
+    return QUEUE_PREFIX + name
+
+
+def queue_name(key: str) -> str:
+    """Inverse of :func:`queue`; raises ``ValueError`` like ``rq.Queue.from_queue_key``."""
+    if not key.startswith(QUEUE_PREFIX):
+        raise ValueError(f'Not a valid RQ queue key: {key}')
+    return key[len(QUEUE_PREFIX) :]
+
+
+def intermediate(name: str) -> str:
+    return queue(name) + ':intermediate'
+
+
+def job(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+def dependents(job_id: str) -> str:
+    return JOB_PREFIX + job_id + ':dependents'
+
+
+def dependencies(job_id: str) -> str:
+    # The double colon is rq's: ``Job.dependencies_key`` is ``<job prefix>:<id>:dependencies``.
+    return JOB_PREFIX + ':' + job_id + ':dependencies'
+
+
+def results(job_id: str) -> str:
+    return RESULTS_PREFIX + job_id
+
+
+def registry(kind: str, name: str) -> str:
+    return REGISTRY_TEMPLATES[kind].format(name)
+
+
+def executions(job_id: str) -> str:
+    return ExecutionRegistry.key_template.format(job_id)
+
+
+def execution(job_id: str, execution_id: str) -> str:
+    return f'{PREFIX}:execution:{job_id}:{execution_id}'
+
+
+def worker(name: str) -> str:
+    return WORKER_PREFIX + name
+
+
+def worker_executions(name: str) -> str:
+    return WORKER_EXECUTIONS_KEY_TEMPLATE.format(name)
+
+
+def workers_by_queue(name: str) -> str:
+    return WORKERS_BY_QUEUE_KEY % name
+
+
+def pubsub_channel(worker_name: str) -> str:
+    return PUBSUB_CHANNEL_TEMPLATE % worker_name
+
+
+def cleaning_lock(name: str) -> str:
+    return f'{PREFIX}:clean_registries:{name}'
+
+
+def group(name: str) -> str:
+    return GROUP_PREFIX + name
+
+
+def rl_config(key: str) -> str:
+    return f'{PREFIX}:rl:{key}'
+
+
+def rl_allowed(key: str) -> str:
+    return f'{PREFIX}:rl:{key}:allowed'
+
+
+def rl_waiting(key: str) -> str:
+    return f'{PREFIX}:rl:{key}:rate_limited'

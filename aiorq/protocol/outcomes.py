@@ -1,0 +1,119 @@
+"""Terminal bookkeeping shared by the client's maintenance and the worker: failure records,
+exception-based retries and Result stream entries (rq-protocol §4.10, §4.12, §5)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from rq.defaults import DEFAULT_FAILURE_TTL
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+from rq.results import Result
+from rq.utils import current_timestamp, now
+
+from . import keys
+from .codec import NOIO, mapping
+from .enqueue import Pipe, buffer_cleanup, buffer_enqueue, buffer_persist, schedule_score
+
+
+def buffer_result(
+    pipe: Pipe,
+    job: RQJob,
+    type_: Result.Type,
+    ttl: int | None,
+    *,
+    return_value: Any = None,
+    exc_string: str | None = None,
+    worker_name: str = '',
+    execution_id: str | None = None,
+    execution_started_at: datetime | None = None,
+    execution_ended_at: datetime | None = None,
+) -> None:
+    """``Result.save``: ``XADD … MAXLEN ~ 10`` then the stream TTL (None untouched, -1 persist)."""
+    result = Result(
+        job_id=job.id,
+        type=type_,
+        connection=NOIO,
+        return_value=return_value,
+        exc_string=exc_string,
+        worker_name=worker_name,
+        serializer=job.serializer,
+        execution_id=execution_id,
+        execution_started_at=execution_started_at,
+        execution_ended_at=execution_ended_at,
+    )
+    key = keys.results(job.id)
+    pipe.xadd(key, result.serialize(), maxlen=10)
+    if ttl is not None:
+        if ttl == -1:
+            pipe.persist(key)
+        else:
+            pipe.expire(key, ttl)
+
+
+async def buffer_job_cleanup(conn: Redis, pipe: Pipe, job: RQJob, ttl: int | None) -> None:
+    """``Job.cleanup(ttl)``: 0 deletes the job, a positive ttl expires its keys."""
+    if ttl == 0:
+        from .jobs import _buffer_delete
+
+        await _buffer_delete(conn, job, pipe, True, False)
+    else:
+        buffer_cleanup(pipe, job, ttl)
+
+
+async def buffer_failed_registry_add(conn: Redis, pipe: Pipe, job: RQJob, exc_string: str) -> None:
+    """``FailedJobRegistry.add``: save without meta/result, expire, ``ZADD`` failed."""
+    ttl = job.failure_ttl if job.failure_ttl is not None else DEFAULT_FAILURE_TTL
+    score = ttl if ttl < 0 else current_timestamp() + ttl
+    job._exc_info = exc_string
+    pipe.hset(keys.job(job.id), mapping=mapping(job, include_meta=False, include_result=False))
+    await buffer_job_cleanup(conn, pipe, job, ttl)
+    pipe.zadd(keys.registry('failed', job.origin), {job.id: score})
+
+
+async def buffer_record_failure(
+    conn: Redis,
+    pipe: Pipe,
+    job: RQJob,
+    exc_string: str,
+    *,
+    worker_name: str = '',
+    execution_id: str | None = None,
+    execution_started_at: datetime | None = None,
+    execution_ended_at: datetime | None = None,
+    status: JobStatus = JobStatus.FAILED,
+) -> None:
+    """Status, failed registry and a FAILED Result (``record_job_failure`` / ``_handle_failure``)."""
+    job._status = status
+    pipe.hset(keys.job(job.id), 'status', status.value)
+    await buffer_failed_registry_add(conn, pipe, job, exc_string)
+    buffer_result(
+        pipe,
+        job,
+        Result.Type.FAILED,
+        job.failure_ttl,
+        exc_string=exc_string,
+        worker_name=worker_name,
+        execution_id=execution_id,
+        execution_started_at=execution_started_at,
+        execution_ended_at=execution_ended_at,
+    )
+
+
+async def buffer_retry(conn: Redis, pipe: Pipe, job: RQJob) -> None:
+    """``Job.retry``: exception-based retry, scheduled after the interval or re-enqueued now."""
+    interval = job.get_retry_interval()
+    assert job.retries_left
+    job.retries_left -= 1
+    if interval:
+        # rq sends this status write on its own, ahead of the transaction.
+        job._status = JobStatus.SCHEDULED
+        await conn.hset(keys.job(job.id), 'status', JobStatus.SCHEDULED.value)
+        pipe.sadd(keys.QUEUES, keys.queue(job.origin))
+        buffer_persist(pipe, job, JobStatus.SCHEDULED)
+        when = now() + timedelta(seconds=interval)
+        pipe.zadd(keys.registry('scheduled', job.origin), {job.id: schedule_score(when)})
+    else:
+        buffer_enqueue(pipe, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)

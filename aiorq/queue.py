@@ -1,0 +1,439 @@
+"""``aiorq.Queue``: rq 3.0's queue API, awaited."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import total_ordering
+from typing import Any, NoReturn
+
+from redis.asyncio import Redis
+from rq.callbacks import Callback
+from rq.exceptions import NoSuchJobError
+from rq.job import JobStatus
+from rq.queue import EnqueueData
+from rq.queue import Queue as RQQueue
+from rq.serializers import resolve_serializer
+from rq.utils import import_attribute, now, resolve_function_reference
+
+from . import protocol as p
+from ._awaitable import AwaitableProperty, refuse
+from .connections import current_connection_or_none, resolve_connection
+from .job import Job, _unwrap_dependencies
+from .registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ReadyJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+
+__all__ = ['Queue', 'EnqueueData']
+
+logger = logging.getLogger('aiorq.queue')
+
+SYNC_QUEUES_UNSUPPORTED = (
+    'aiorq does not support synchronous queues (is_async=False): keep business logic apart from the '
+    'queue and test it directly, or patch Queue.enqueue in tests. See docs/queues.md, "Bypassing workers".'
+)
+
+
+def check_importable(func: Any) -> None:
+    """aiorq refuses at enqueue what a worker could never import (rq fails later, in the worker)."""
+    if isinstance(func, str) or inspect.isclass(func):
+        return
+    instance, func_name = resolve_function_reference(func)
+    if instance is not None:
+        return
+    if '<lambda>' in func_name or '<locals>' in func_name:
+        raise ValueError(f'{func_name} cannot be enqueued: workers import functions by name, use a module-level function')
+    try:
+        found = import_attribute(func_name)
+    except Exception as e:
+        raise ValueError(f'{func_name} cannot be enqueued: it does not import back ({e})') from e
+    if found is not func and getattr(found, '__wrapped__', None) is not func:
+        raise ValueError(f'{func_name} cannot be enqueued: importing that name gives a different object')
+
+
+def _callback_func(cb: Any) -> Any:
+    func = cb.func if isinstance(cb, Callback) else cb
+    if isinstance(func, str):
+        try:
+            func = import_attribute(func)
+        except Exception:
+            return None
+    return func
+
+
+def warn_coroutine_callbacks(**callbacks: Any) -> None:
+    for kind, cb in callbacks.items():
+        if cb is not None and inspect.iscoroutinefunction(_callback_func(cb)):
+            logger.warning(
+                'A coroutine function is passed as %s: stock rq 3.0 workers reject coroutine callbacks '
+                '(TypeError), so this job fails if a stock rq worker runs it; only aiorq workers await it.',
+                kind,
+            )
+
+
+@total_ordering
+class Queue:
+    """A named queue on a ``redis.asyncio.Redis`` (explicit, or the current connection)."""
+
+    DEFAULT_TIMEOUT = RQQueue.DEFAULT_TIMEOUT
+    redis_queue_namespace_prefix = p.keys.QUEUE_PREFIX
+    redis_queues_keys = p.keys.QUEUES
+
+    def __init__(
+        self,
+        name: str = 'default',
+        connection: Redis | None = None,
+        default_timeout: int | str | None = None,
+        is_async: bool = True,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not is_async:
+            raise ValueError(SYNC_QUEUES_UNSUPPORTED)
+        self.name = name
+        self._connection = connection if connection is not None else current_connection_or_none()
+        self.serializer = resolve_serializer(serializer)
+        self._codec = p.codec.codec_queue(name, self.serializer, default_timeout)
+        self._default_timeout: int = self._codec._default_timeout
+        self.job_class: type[Job] = job_class or Job
+
+    @property
+    def connection(self) -> Redis:
+        return resolve_connection(self._connection)
+
+    @property
+    def key(self) -> str:
+        return p.keys.queue(self.name)
+
+    @property
+    def intermediate_queue_key(self) -> str:
+        return p.keys.intermediate(self.name)
+
+    @property
+    def registry_cleaning_key(self) -> str:
+        return p.keys.cleaning_lock(self.name)
+
+    @property
+    def is_async(self) -> bool:
+        return True
+
+    @classmethod
+    async def all(cls, connection: Redis | None = None, job_class: type[Job] | None = None, serializer: Any = None) -> list[Queue]:
+        conn = resolve_connection(connection)
+        names = await p.queues.all_names(conn)
+        return [cls(name, connection=conn, job_class=job_class, serializer=serializer) for name in names]
+
+    @classmethod
+    def from_queue_key(cls, queue_key: str, connection: Redis | None = None, **kwargs: Any) -> Queue:
+        return cls(p.keys.queue_name(queue_key), connection=connection, **kwargs)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.name!r})'
+
+    def __str__(self) -> str:
+        return f'<{self.__class__.__name__} {self.name}>'
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Queue) and self.name == other.name
+
+    def __lt__(self, other: Queue) -> bool:
+        return self.name < other.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __len__(self) -> NoReturn:
+        refuse('len(queue)', 'await queue.count')
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def count(self) -> AwaitableProperty[int]:
+        return AwaitableProperty(lambda: p.queues.count(self.connection, self.name), 'queue.count')
+
+    @property
+    def job_ids(self) -> AwaitableProperty[list[str]]:
+        return AwaitableProperty(self.get_job_ids, 'queue.job_ids')
+
+    @property
+    def jobs(self) -> AwaitableProperty[list[Job]]:
+        return AwaitableProperty(self.get_jobs, 'queue.jobs')
+
+    async def is_empty(self) -> bool:
+        return await p.queues.count(self.connection, self.name) == 0
+
+    async def get_job_ids(self, offset: int = 0, length: int = -1) -> list[str]:
+        return await p.queues.job_ids(self.connection, self.name, offset, length)
+
+    async def get_jobs(self, offset: int = 0, length: int = -1) -> list[Job]:
+        jobs = [await self.fetch_job(job_id) for job_id in await self.get_job_ids(offset, length)]
+        return [j for j in jobs if j is not None]
+
+    async def fetch_job(self, job_id: str) -> Job | None:
+        """The job if it exists and belongs here; a missing id is removed from the list, as in rq."""
+        try:
+            job = await self.job_class.fetch(job_id, self.connection, self.serializer)
+        except NoSuchJobError:
+            await self.remove(job_id)
+            return None
+        return job if job.origin == self.name else None
+
+    async def get_job_position(self, job_or_id: Job | str) -> int | None:
+        job_id = job_or_id.id if isinstance(job_or_id, Job) else job_or_id
+        return await p.jobs.position(self.connection, self.name, job_id)
+
+    # -- changing the list -----------------------------------------------------------------
+
+    async def remove(self, job_or_id: Job | str, pipeline: Any = None) -> int | None:
+        job_id = job_or_id.id if isinstance(job_or_id, Job) else job_or_id
+        if pipeline is not None:
+            pipeline.lrem(self.key, 1, job_id)
+            return None
+        return await p.queues.remove(self.connection, self.name, job_id)
+
+    async def compact(self) -> None:
+        await p.queues.compact(self.connection, self.name)
+
+    async def empty(self) -> int:
+        """Remove every waiting job (hash, results and dependents set); returns how many."""
+        return await p.queues.empty(self.connection, self.name)
+
+    async def delete(self, delete_jobs: bool = True) -> None:
+        await p.queues.delete(self.connection, self.name, delete_jobs)
+
+    # -- creating jobs ---------------------------------------------------------------------
+
+    def create_job(self, func: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Job:
+        """``rq.Queue.create_job`` (no I/O), refusing functions no worker could import and
+        serializing everything up front so nothing is written for a bad argument."""
+        check_importable(func)
+        warn_coroutine_callbacks(
+            on_success=options.get('on_success'), on_failure=options.get('on_failure'), on_stopped=options.get('on_stopped')
+        )
+        if options.get('depends_on') is not None:
+            options['depends_on'] = _unwrap_dependencies(options['depends_on'])
+        rq_job = self._codec.create_job(func, args=args, kwargs=kwargs, **options)
+        try:
+            p.codec.mapping(rq_job)
+        except Exception as e:
+            raise TypeError(f'Job for {rq_job.func_name} cannot be serialized with {self.serializer!r}: {e}') from e
+        return self.job_class._wrap(rq_job, self._connection)
+
+    async def enqueue(self, f: Any, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue ``f(*args, **kwargs)``; rq's options (``job_timeout``, ``depends_on``, …) are
+        taken out of ``kwargs`` exactly as ``rq.Queue.enqueue`` does."""
+        ea = RQQueue.parse_args(f, *args, **kwargs)
+        return await self.enqueue_call(
+            func=ea.func,
+            args=ea.args,
+            kwargs=ea.kwargs,
+            timeout=ea.timeout,
+            result_ttl=ea.result_ttl,
+            ttl=ea.ttl,
+            failure_ttl=ea.failure_ttl,
+            description=ea.description,
+            depends_on=ea.depends_on,
+            job_id=ea.job_id,
+            at_front=ea.at_front,
+            meta=ea.meta,
+            retry=ea.retry,
+            repeat=ea.repeat,
+            on_success=ea.on_success,
+            on_failure=ea.on_failure,
+            on_stopped=ea.on_stopped,
+            rate_limit=ea.rate_limit,
+            webhooks=ea.webhooks,
+            pipeline=ea.pipeline,
+            unique=ea.unique,
+        )
+
+    async def enqueue_call(
+        self,
+        func: Any,
+        args: Any = None,
+        kwargs: Any = None,
+        timeout: Any = None,
+        result_ttl: Any = None,
+        ttl: Any = None,
+        failure_ttl: Any = None,
+        description: str | None = None,
+        depends_on: Any = None,
+        job_id: str | None = None,
+        at_front: bool = False,
+        meta: dict[str, Any] | None = None,
+        retry: Any = None,
+        repeat: Any = None,
+        on_success: Any = None,
+        on_failure: Any = None,
+        on_stopped: Any = None,
+        rate_limit: Any = None,
+        pipeline: Any = None,
+        unique: bool = False,
+        webhooks: Any = None,
+    ) -> Job:
+        if unique and not job_id:
+            raise ValueError('unique=True requires an explicit job_id')
+        job = self.create_job(
+            func,
+            args=args,
+            kwargs=kwargs,
+            result_ttl=result_ttl,
+            ttl=ttl,
+            failure_ttl=failure_ttl,
+            description=description,
+            depends_on=depends_on,
+            job_id=job_id,
+            meta=meta,
+            status=JobStatus.QUEUED,
+            timeout=timeout,
+            retry=retry,
+            repeat=repeat,
+            on_success=on_success,
+            on_failure=on_failure,
+            on_stopped=on_stopped,
+            rate_limit=rate_limit,
+            webhooks=webhooks,
+        )
+        return await self.enqueue_job(job, pipeline=pipeline, at_front=at_front, unique=unique)
+
+    async def enqueue_job(self, job: Job, pipeline: Any = None, at_front: bool = False, unique: bool = False) -> Job:
+        """Enqueue a created job, deferring it while a dependency is unfinished."""
+        await p.enqueue.enqueue_job(
+            self.connection, job._rq, self.name, self._default_timeout, at_front=at_front, pipeline=pipeline, unique=unique
+        )
+        return job
+
+    @staticmethod
+    def prepare_data(*args: Any, **kwargs: Any) -> EnqueueData:
+        """``rq.Queue.prepare_data``: one item for :meth:`enqueue_many`."""
+        return RQQueue.prepare_data(*args, **kwargs)
+
+    async def enqueue_many(
+        self, job_datas: Iterable[EnqueueData], pipeline: Any = None, group_id: str | None = None
+    ) -> list[Job]:
+        """Enqueue many jobs at once; ``group_id`` is stored on each job as rq does."""
+        seen: set[str] = set()
+        items: list[tuple[Job, bool]] = []
+        for data in job_datas:
+            if data.job_id is not None:
+                if data.job_id in seen:
+                    raise ValueError(f"Job ID '{data.job_id}' appears more than once in enqueue_many()")
+                seen.add(data.job_id)
+            status = JobStatus.DEFERRED if data.depends_on else JobStatus.QUEUED
+            job = self.create_job(
+                data.func,
+                args=data.args,
+                kwargs=data.kwargs,
+                result_ttl=data.result_ttl,
+                ttl=data.ttl,
+                failure_ttl=data.failure_ttl,
+                description=data.description,
+                depends_on=data.depends_on,
+                job_id=data.job_id,
+                meta=data.meta,
+                status=status,
+                timeout=data.timeout,
+                retry=data.retry,
+                on_success=data.on_success,
+                on_failure=data.on_failure,
+                on_stopped=data.on_stopped,
+                webhooks=data.webhooks,
+                group_id=group_id,
+                repeat=data.repeat,
+            )
+            items.append((job, bool(data.at_front)))
+        by_id = {job.id: job for job, _ in items}
+        done = await p.enqueue.enqueue_many(
+            self.connection, [(j._rq, f) for j, f in items], self.name, self._default_timeout, pipeline=pipeline
+        )
+        return [by_id[r.id] for r in done]
+
+    async def enqueue_at(self, datetime: datetime, f: Any, *args: Any, **kwargs: Any) -> Job:
+        """Schedule ``f`` for ``datetime`` (naive means local time, as in rq)."""
+        ea = RQQueue.parse_args(f, *args, **kwargs)
+        job = self.create_job(
+            ea.func,
+            status=JobStatus.SCHEDULED,
+            args=ea.args,
+            kwargs=ea.kwargs,
+            timeout=ea.timeout,
+            result_ttl=ea.result_ttl,
+            ttl=ea.ttl,
+            failure_ttl=ea.failure_ttl,
+            description=ea.description,
+            depends_on=ea.depends_on,
+            job_id=ea.job_id,
+            meta=ea.meta,
+            retry=ea.retry,
+            repeat=ea.repeat,
+            on_success=ea.on_success,
+            on_failure=ea.on_failure,
+            on_stopped=ea.on_stopped,
+            rate_limit=ea.rate_limit,
+            webhooks=ea.webhooks,
+        )
+        if ea.at_front:
+            job.enqueue_at_front = True
+        return await self.schedule_job(job, datetime, pipeline=ea.pipeline, unique=ea.unique)
+
+    async def enqueue_in(self, time_delta: timedelta, func: Any, *args: Any, **kwargs: Any) -> Job:
+        return await self.enqueue_at(now() + time_delta, func, *args, **kwargs)
+
+    async def schedule_job(self, job: Job, datetime: datetime, pipeline: Any = None, unique: bool = False) -> Job:
+        await p.enqueue.schedule_job(self.connection, job._rq, self.name, datetime, pipeline=pipeline, unique=unique)
+        return job
+
+    # -- dependents ------------------------------------------------------------------------
+
+    async def enqueue_dependents(self, job: Job, exclude_job_id: str | None = None) -> dict[str, list[str]]:
+        return await p.dependents.enqueue_dependents(
+            self.connection, job._rq, exclude_job_id=exclude_job_id, serializer=self.serializer
+        )
+
+    async def enqueue_ready_jobs_by_queue(self, mapping: dict[str, list[str]]) -> None:
+        await p.dependents.enqueue_ready_by_queue(self.connection, mapping, serializer=self.serializer)
+
+    # -- registries ------------------------------------------------------------------------
+
+    def _registry(self, cls: Any) -> Any:
+        return cls(self.name, connection=self._connection, job_class=self.job_class, serializer=self.serializer)
+
+    @property
+    def started_job_registry(self) -> StartedJobRegistry:
+        return self._registry(StartedJobRegistry)
+
+    @property
+    def finished_job_registry(self) -> FinishedJobRegistry:
+        return self._registry(FinishedJobRegistry)
+
+    @property
+    def failed_job_registry(self) -> FailedJobRegistry:
+        return self._registry(FailedJobRegistry)
+
+    @property
+    def deferred_job_registry(self) -> DeferredJobRegistry:
+        return self._registry(DeferredJobRegistry)
+
+    @property
+    def ready_job_registry(self) -> ReadyJobRegistry:
+        return self._registry(ReadyJobRegistry)
+
+    @property
+    def scheduled_job_registry(self) -> ScheduledJobRegistry:
+        return self._registry(ScheduledJobRegistry)
+
+    @property
+    def canceled_job_registry(self) -> CanceledJobRegistry:
+        return self._registry(CanceledJobRegistry)

@@ -1,0 +1,291 @@
+"""Job registries: the sorted sets rq keeps per queue, with rq 3.0's methods, awaited.
+
+Counting or listing with ``cleanup=True`` (the default) runs the registry's cleanup first, as
+rq does; for the started registry that fails or retries abandoned jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from redis.asyncio import Redis
+from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.job import Job as RQJob
+from rq.serializers import resolve_serializer
+
+from . import protocol as p
+from ._awaitable import AwaitableProperty, refuse
+from .connections import current_connection_or_none, resolve_connection, sync_connection
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .queue import Queue
+
+__all__ = [
+    'BaseRegistry',
+    'StartedJobRegistry',
+    'FinishedJobRegistry',
+    'FailedJobRegistry',
+    'DeferredJobRegistry',
+    'ReadyJobRegistry',
+    'ScheduledJobRegistry',
+    'CanceledJobRegistry',
+    'clean_registries',
+]
+
+logger = logging.getLogger('aiorq.registry')
+
+
+class BaseRegistry:
+    """Reads shared by every registry."""
+
+    kind = ''
+
+    def __init__(
+        self,
+        name: str = 'default',
+        connection: Redis | None = None,
+        job_class: type[Job] | None = None,
+        queue: Queue | None = None,
+        serializer: Any = None,
+    ) -> None:
+        from .job import Job
+
+        if queue is not None:
+            name = queue.name
+            connection = connection if connection is not None else queue._connection
+            serializer = serializer if serializer is not None else queue.serializer
+        self.name = name
+        self._connection = connection if connection is not None else current_connection_or_none()
+        self.job_class: type[Job] = job_class or Job
+        self.serializer = resolve_serializer(serializer)
+
+    @property
+    def connection(self) -> Redis:
+        return resolve_connection(self._connection)
+
+    @property
+    def key(self) -> str:
+        return p.keys.registry(self.kind, self.name)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.name!r})'
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.name == other.name  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.name))
+
+    def __len__(self) -> NoReturn:
+        refuse('len(registry)', 'await registry.count')
+
+    def __contains__(self, item: Any) -> NoReturn:
+        refuse('`x in registry`', 'await registry.contains(x)')
+
+    @staticmethod
+    def parse_job_id(entry: str) -> str:
+        return entry
+
+    def get_queue(self) -> Queue:
+        from .queue import Queue
+
+        return Queue(self.name, connection=self._connection, serializer=self.serializer)
+
+    async def cleanup(self, timestamp: int | None = None) -> Any:
+        """Drop what rq's cleanup drops for this kind of registry."""
+        await p.registries.cleanup(self.connection, self.kind, self.name, serializer=self.serializer, timestamp=timestamp)
+
+    @property
+    def count(self) -> AwaitableProperty[int]:
+        return AwaitableProperty(self.get_job_count, f'{self.__class__.__name__}.count')
+
+    async def get_job_count(self, cleanup: bool = True) -> int:
+        if cleanup:
+            await self.cleanup()
+        return await p.registries.count(self.connection, self.kind, self.name)
+
+    async def get_job_ids(self, start: int = 0, end: int = -1, desc: bool = False, cleanup: bool = True) -> list[str]:
+        if cleanup:
+            await self.cleanup()
+        return await p.registries.job_ids(self.connection, self.kind, self.name, start, end, desc)
+
+    async def contains(self, item: Job | str) -> bool:
+        """What ``item in registry`` is in rq."""
+        job_id = item if isinstance(item, str) else item.id
+        return job_id in await self.get_job_ids(cleanup=False)
+
+    async def get_expired_job_ids(self, timestamp: int | None = None) -> list[str]:
+        return await p.registries.expired_job_ids(self.connection, self.kind, self.name, timestamp)
+
+    async def get_expiration_time(self, job: Job) -> datetime:
+        score = await p.registries.score(self.connection, self.kind, self.name, job.id)
+        return datetime.fromtimestamp(score, timezone.utc)  # type: ignore[arg-type]
+
+
+class _IdRegistry(BaseRegistry):
+    """Registries whose members are bare job ids: they can add, remove and requeue."""
+
+    async def add(self, job: Job, ttl: int = 0, pipeline: Any = None, xx: bool = False) -> int:
+        if pipeline is not None:
+            value: int | str = ttl if ttl < 0 else p.registries.current_timestamp() + ttl
+            pipeline.zadd(self.key, {job.id: '+inf' if value == -1 else value}, xx=xx)
+            return 0
+        return await p.registries.add(self.connection, self.kind, self.name, job.id, ttl, xx)
+
+    async def remove(self, job: Job | str, pipeline: Any = None, delete_job: bool = False) -> int:
+        job_id = job if isinstance(job, str) else job.id
+        if pipeline is not None:
+            pipeline.zrem(self.key, job_id)
+            result = 0
+        else:
+            result = await p.registries.remove(self.connection, self.kind, self.name, job_id)
+        if delete_job:
+            target = job if not isinstance(job, str) else await self.job_class.fetch(job_id, self.connection, self.serializer)
+            await target.delete()
+        return result
+
+    async def requeue(self, job_or_id: Job | str, at_front: bool = False) -> Job:
+        """Put a job back on its queue (``InvalidJobOperation`` if it is not in this registry)."""
+        if isinstance(job_or_id, str):
+            job = await self.job_class.fetch(job_or_id, self.connection, self.serializer)
+        else:
+            job = job_or_id
+        await p.jobs.requeue(self.connection, job._rq, self.key, at_front=at_front)
+        return job
+
+
+async def _run_abandoned_failure_callback(connection: Redis, rq_job: RQJob) -> None:
+    """The job's failure callback gets ``(job, sync connection, AbandonedJobError, exc, None)``
+    as in rq; it runs in a thread because rq's callbacks are blocking code."""
+    if not rq_job._failure_callback_name:
+        return
+
+    def call() -> None:
+        sync = sync_connection(connection)
+        try:
+            rq_job.connection = sync
+            callback = rq_job.failure_callback
+            if callback is not None:
+                callback(rq_job, sync, AbandonedJobError, AbandonedJobError(), None)
+        finally:
+            rq_job.connection = p.codec.NOIO
+            sync.close()
+
+    await asyncio.to_thread(call)
+
+
+class StartedJobRegistry(BaseRegistry):
+    """Executions in flight; members are ``<job id>:<execution id>``."""
+
+    kind = 'started'
+
+    @staticmethod
+    def parse_job_id(entry: str) -> str:
+        return p.registries.parse_member('started', entry)
+
+    async def cleanup(self, timestamp: int | None = None) -> list[Job]:  # type: ignore[override]
+        """Fail (or retry) jobs whose execution deadline passed, as any rq process does."""
+        conn = self.connection
+
+        async def on_abandoned(rq_job: RQJob) -> None:
+            await _run_abandoned_failure_callback(conn, rq_job)
+
+        processed = await p.registries.cleanup_started(
+            conn, self.name, serializer=self.serializer, on_abandoned=on_abandoned, timestamp=timestamp
+        )
+        return [self.job_class._wrap(j, self._connection) for j in processed]
+
+    async def get_job_and_execution_ids(
+        self, start: int = 0, end: int = -1, desc: bool = False, cleanup: bool = True
+    ) -> list[tuple[str, str]]:
+        if cleanup:
+            await self.cleanup()
+        return await p.registries.job_and_execution_ids(self.connection, self.name, start, end, desc)
+
+
+class FinishedJobRegistry(_IdRegistry):
+    kind = 'finished'
+
+
+class FailedJobRegistry(_IdRegistry):
+    kind = 'failed'
+
+    async def add(  # type: ignore[override]
+        self, job: Job, ttl: int | None = None, exc_string: str = '', pipeline: Any = None
+    ) -> None:
+        """Save the job with its failure and put it here for ``ttl`` (default one year)."""
+        conn = self.connection
+        if ttl is not None:
+            job.failure_ttl = ttl
+        if pipeline is not None:
+            await p.outcomes.buffer_failed_registry_add(conn, pipeline, job._rq, exc_string)
+            return
+        async with conn.pipeline(transaction=True) as pipe:
+            await p.outcomes.buffer_failed_registry_add(conn, pipe, job._rq, exc_string)
+            await pipe.execute()
+
+
+class DeferredJobRegistry(_IdRegistry):
+    kind = 'deferred'
+
+    async def add(self, job: Job, ttl: int | None = None, pipeline: Any = None, xx: bool = False) -> int:  # type: ignore[override]
+        if pipeline is not None:
+            pipeline.zadd(self.key, {job.id: p.registries.current_timestamp()}, xx=xx)
+            return 0
+        return await p.registries.add_now(self.connection, self.kind, self.name, job.id, xx)
+
+
+class ReadyJobRegistry(DeferredJobRegistry):
+    """Dependents whose dependencies are met but which are not pushed yet (rq 3.0)."""
+
+    kind = 'ready'
+
+    async def enqueue_jobs(self, job_ids: list[str]) -> list[Job]:
+        jobs = await p.dependents.enqueue_ready_jobs(self.connection, self.name, job_ids, serializer=self.serializer)
+        return [self.job_class._wrap(j, self._connection) for j in jobs]
+
+    async def cleanup(self, timestamp: int | None = None) -> list[Job]:  # type: ignore[override]
+        return await self.enqueue_jobs(await p.registries.job_ids(self.connection, self.kind, self.name))
+
+
+class ScheduledJobRegistry(_IdRegistry):
+    kind = 'scheduled'
+
+    async def schedule(self, job: Job, scheduled_datetime: datetime, pipeline: Any = None) -> int:
+        score = p.enqueue.schedule_score(scheduled_datetime)
+        if pipeline is not None:
+            pipeline.zadd(self.key, {job.id: score})
+            return 0
+        return int(await self.connection.zadd(self.key, {job.id: score}))
+
+    async def get_jobs_to_schedule(self, timestamp: int | None = None, chunk_size: int = 1000) -> list[str]:
+        ids = await p.registries.expired_job_ids(self.connection, self.kind, self.name, timestamp)
+        return ids[:chunk_size]
+
+    async def get_scheduled_time(self, job_or_id: Job | str) -> datetime:
+        job_id = job_or_id if isinstance(job_or_id, str) else job_or_id.id
+        score = await p.registries.score(self.connection, self.kind, self.name, job_id)
+        if not score:
+            raise NoSuchJobError
+        return datetime.fromtimestamp(score, tz=timezone.utc)
+
+
+class CanceledJobRegistry(_IdRegistry):
+    kind = 'canceled'
+
+    async def get_expired_job_ids(self, timestamp: int | None = None) -> list[str]:
+        raise NotImplementedError
+
+
+async def clean_registries(queue: Queue) -> None:
+    """What ``rq.registry.clean_registries`` does for one queue (also what ``rq info`` runs)."""
+    conn = queue.connection
+
+    async def on_abandoned(rq_job: RQJob) -> None:
+        await _run_abandoned_failure_callback(conn, rq_job)
+
+    await p.registries.clean_registries(conn, queue.name, serializer=queue.serializer, on_abandoned=on_abandoned)

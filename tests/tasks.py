@@ -1,0 +1,50 @@
+"""Importable job functions for the tests (workers import them by name)."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def summator(*args: int) -> int:
+    return sum(args)
+
+
+def fail(message: str = 'boom') -> None:
+    raise ValueError(message)
+
+
+def echo(*args: object, **kwargs: object) -> tuple[tuple[object, ...], dict[str, object]]:
+    return args, kwargs
+
+
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+def on_success_cb(job: object, connection: object, result: object) -> None:
+    pass
+
+
+def on_failure_cb(job: object, connection: object, *exc_info: object) -> None:
+    pass
+
+
+def on_stopped_cb(job: object, connection: object) -> None:
+    pass
+
+
+async def async_callback(job: object, connection: object, result: object) -> None:
+    pass
+
+
+class Adder:
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    def add(self, x: int) -> int:
+        return self.base + x
