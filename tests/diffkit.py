@@ -44,9 +44,16 @@ async def compare(
     aconn: Redis,
     aiorq_sync: redis.Redis,
     *,
+    setup: Callable[[redis.Redis], Any] | None = None,
     ignore: tuple[bytes, ...] = (),
 ) -> tuple[Any, Any]:
-    """Run ``scenario`` with rq on one database and aiorq on another; assert equal state."""
+    """Run ``scenario`` with rq on one database and aiorq on another; assert equal state.
+
+    ``setup`` prepares both databases identically, with stock rq, before the scenario runs.
+    """
+    if setup is not None:
+        setup(rq_conn)
+        setup(aiorq_sync)
     rq_result = await scenario(rq, rq_conn)
     aiorq_result = await scenario(aiorq, aconn)
     ids: dict[str, str] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 import zlib
@@ -13,6 +14,19 @@ TS = re.compile(rb'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$')
 # Fields that hold a clock reading; compared as "is a timestamp" (or empty).
 CLOCK_FIELDS = {b'created_at', b'enqueued_at', b'started_at', b'ended_at', b'last_heartbeat', b'birth'}
 STREAM_CLOCK = {b'execution_started_at', b'execution_ended_at'}
+# Human-readable times inside failure texts (e.g. "... at 2026-11-27 21:58:10.620837+00:00").
+TEXT_TIME = re.compile(rb'\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?')
+
+
+def _stream_value(field: bytes, value: bytes) -> Any:
+    if field in STREAM_CLOCK:
+        return Near(float(value))
+    if field == b'execution_id':
+        return '<exec>'
+    if field == b'exc_string' and value:
+        text = zlib.decompress(base64.b64decode(value))
+        return ('exc', TEXT_TIME.sub(b'<time>', text))
+    return value
 
 
 class Near:
@@ -73,7 +87,7 @@ def snapshot(conn: redis.Redis, ids: dict[str, str] | None = None) -> dict[Any, 
             content = {rename(m): _score(s, now) for m, s in conn.zrange(key, 0, -1, withscores=True)}
         elif kind == 'stream':
             content = [
-                {f: (Near(float(v)) if f in STREAM_CLOCK else v) for f, v in fields.items()}
+                {f: _stream_value(f, v) for f, v in fields.items()}
                 for _, fields in conn.xrange(key)
             ]
         elif kind == 'string':
