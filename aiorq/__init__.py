@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from rq.callbacks import Callback
-from rq.job import Dependency, JobStatus, Retry
+from rq.job import JobStatus, Retry
 from rq.queue import EnqueueData
 from rq.rate_limit import RateLimit
 from rq.repeat import Repeat
@@ -26,7 +26,7 @@ from .connections import (
 )
 from .current import get_current_job
 from .decorators import job
-from .job import Job
+from .job import Dependency, Job
 from .queue import Queue
 from .registry import (
     CanceledJobRegistry,

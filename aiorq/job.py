@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import rq.job
 from redis.asyncio import Redis
 from rq.executions import Execution
 from rq.job import Job as RQJob
@@ -18,7 +19,7 @@ from .connections import current_connection_or_none, resolve_connection
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ['Job', 'JobStatus']
+__all__ = ['Dependency', 'Job', 'JobStatus']
 
 
 class _Field:
@@ -195,7 +196,9 @@ class Job:
     # -- construction and fetching ------------------------------------------------------------
 
     @classmethod
-    def create(cls, func: Any, args: Any = None, kwargs: Any = None, connection: Redis | None = None, **options: Any) -> Job:
+    def create(
+        cls, func: Any, args: Any = None, kwargs: Any = None, connection: Redis | None = None, **options: Any
+    ) -> Job:
         """``rq.job.Job.create`` without I/O; options as rq's (``result_ttl``, ``depends_on``, …)."""
         depends_on = options.pop('depends_on', None)
         if depends_on is not None:
@@ -210,9 +213,13 @@ class Job:
         return cls._wrap(await p.jobs.fetch(conn, id, serializer), conn)
 
     @classmethod
-    async def fetch_many(cls, job_ids: Iterable[str], connection: Redis | None = None, serializer: Any = None) -> list[Job | None]:
+    async def fetch_many(
+        cls, job_ids: Iterable[str], connection: Redis | None = None, serializer: Any = None
+    ) -> list[Job | None]:
         conn = resolve_connection(connection)
-        return [None if j is None else cls._wrap(j, conn) for j in await p.jobs.fetch_many(conn, list(job_ids), serializer)]
+        return [
+            None if j is None else cls._wrap(j, conn) for j in await p.jobs.fetch_many(conn, list(job_ids), serializer)
+        ]
 
     @classmethod
     async def exists(cls, job_id: str, connection: Redis | None = None) -> bool:
@@ -368,7 +375,9 @@ class Job:
             remove_from_dependencies=remove_from_dependencies,
         )
 
-    async def delete(self, pipeline: Any = None, remove_from_queue: bool = True, delete_dependents: bool = False) -> None:
+    async def delete(
+        self, pipeline: Any = None, remove_from_queue: bool = True, delete_dependents: bool = False
+    ) -> None:
         await p.jobs.delete(
             self.connection,
             self._rq,
@@ -398,6 +407,17 @@ class Job:
         from .queue import Queue
 
         return Queue(self.origin, connection=self.connection, serializer=self.serializer)
+
+
+class Dependency(rq.job.Dependency):
+    """rq's ``Dependency`` (so stock rq accepts it too), also taking ``aiorq.Job`` objects."""
+
+    def __init__(self, jobs: Any, allow_failure: bool = False, enqueue_at_front: bool = False) -> None:
+        if isinstance(jobs, Job):
+            jobs = [jobs]
+        if isinstance(jobs, (list, tuple)):
+            jobs = [j.id if isinstance(j, Job) else j for j in jobs]
+        super().__init__(jobs, allow_failure=allow_failure, enqueue_at_front=enqueue_at_front)
 
 
 def _unwrap_dependencies(depends_on: Any) -> Any:

@@ -50,7 +50,9 @@ def check_importable(func: Any) -> None:
     if instance is not None:
         return
     if '<lambda>' in func_name or '<locals>' in func_name:
-        raise ValueError(f'{func_name} cannot be enqueued: workers import functions by name, use a module-level function')
+        raise ValueError(
+            f'{func_name} cannot be enqueued: workers import functions by name, use a module-level function'
+        )
     try:
         found = import_attribute(func_name)
     except Exception as e:
@@ -127,7 +129,9 @@ class Queue:
         return True
 
     @classmethod
-    async def all(cls, connection: Redis | None = None, job_class: type[Job] | None = None, serializer: Any = None) -> list[Queue]:
+    async def all(
+        cls, connection: Redis | None = None, job_class: type[Job] | None = None, serializer: Any = None
+    ) -> list[Queue]:
         conn = resolve_connection(connection)
         names = await p.queues.all_names(conn)
         return [cls(name, connection=conn, job_class=job_class, serializer=serializer) for name in names]
@@ -220,7 +224,9 @@ class Queue:
         serializing everything up front so nothing is written for a bad argument."""
         check_importable(func)
         warn_coroutine_callbacks(
-            on_success=options.get('on_success'), on_failure=options.get('on_failure'), on_stopped=options.get('on_stopped')
+            on_success=options.get('on_success'),
+            on_failure=options.get('on_failure'),
+            on_stopped=options.get('on_stopped'),
         )
         if options.get('depends_on') is not None:
             options['depends_on'] = _unwrap_dependencies(options['depends_on'])
@@ -311,7 +317,13 @@ class Queue:
     async def enqueue_job(self, job: Job, pipeline: Any = None, at_front: bool = False, unique: bool = False) -> Job:
         """Enqueue a created job, deferring it while a dependency is unfinished."""
         await p.enqueue.enqueue_job(
-            self.connection, job._rq, self.name, self._default_timeout, at_front=at_front, pipeline=pipeline, unique=unique
+            self.connection,
+            job._rq,
+            self.name,
+            self._default_timeout,
+            at_front=at_front,
+            pipeline=pipeline,
+            unique=unique,
         )
         return job
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from redis.asyncio import Redis
 from rq.exceptions import AbandonedJobError, NoSuchJobError
@@ -75,7 +75,7 @@ class BaseRegistry:
         return f'{self.__class__.__name__}({self.name!r})'
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.name == other.name  # type: ignore[attr-defined]
+        return type(self) is type(other) and self.name == other.name
 
     def __hash__(self) -> int:
         return hash((type(self), self.name))
@@ -97,7 +97,9 @@ class BaseRegistry:
 
     async def cleanup(self, timestamp: int | None = None) -> Any:
         """Drop what rq's cleanup drops for this kind of registry."""
-        await p.registries.cleanup(self.connection, self.kind, self.name, serializer=self.serializer, timestamp=timestamp)
+        await p.registries.cleanup(
+            self.connection, self.kind, self.name, serializer=self.serializer, timestamp=timestamp
+        )
 
     @property
     def count(self) -> AwaitableProperty[int]:
@@ -144,7 +146,11 @@ class _IdRegistry(BaseRegistry):
         else:
             result = await p.registries.remove(self.connection, self.kind, self.name, job_id)
         if delete_job:
-            target = job if not isinstance(job, str) else await self.job_class.fetch(job_id, self.connection, self.serializer)
+            target = (
+                job
+                if not isinstance(job, str)
+                else await self.job_class.fetch(job_id, self.connection, self.serializer)
+            )
             await target.delete()
         return result
 
@@ -187,7 +193,7 @@ class StartedJobRegistry(BaseRegistry):
     def parse_job_id(entry: str) -> str:
         return p.registries.parse_member('started', entry)
 
-    async def cleanup(self, timestamp: int | None = None) -> list[Job]:  # type: ignore[override]
+    async def cleanup(self, timestamp: int | None = None) -> list[Job]:
         """Fail (or retry) jobs whose execution deadline passed, as any rq process does."""
         conn = self.connection
 
@@ -232,7 +238,7 @@ class FailedJobRegistry(_IdRegistry):
 class DeferredJobRegistry(_IdRegistry):
     kind = 'deferred'
 
-    async def add(self, job: Job, ttl: int | None = None, pipeline: Any = None, xx: bool = False) -> int:  # type: ignore[override]
+    async def add(self, job: Job, ttl: int | None = None, pipeline: Any = None, xx: bool = False) -> int:
         if pipeline is not None:
             pipeline.zadd(self.key, {job.id: p.registries.current_timestamp()}, xx=xx)
             return 0
@@ -248,7 +254,7 @@ class ReadyJobRegistry(DeferredJobRegistry):
         jobs = await p.dependents.enqueue_ready_jobs(self.connection, self.name, job_ids, serializer=self.serializer)
         return [self.job_class._wrap(j, self._connection) for j in jobs]
 
-    async def cleanup(self, timestamp: int | None = None) -> list[Job]:  # type: ignore[override]
+    async def cleanup(self, timestamp: int | None = None) -> list[Job]:
         return await self.enqueue_jobs(await p.registries.job_ids(self.connection, self.kind, self.name))
 
 
@@ -260,7 +266,7 @@ class ScheduledJobRegistry(_IdRegistry):
         if pipeline is not None:
             pipeline.zadd(self.key, {job.id: score})
             return 0
-        return int(await self.connection.zadd(self.key, {job.id: score}))
+        return cast(int, await self.connection.zadd(self.key, {job.id: score}))
 
     async def get_jobs_to_schedule(self, timestamp: int | None = None, chunk_size: int = 1000) -> list[str]:
         ids = await p.registries.expired_job_ids(self.connection, self.kind, self.name, timestamp)

@@ -78,7 +78,9 @@ def snapshot(conn: redis.Redis, ids: dict[str, str] | None = None) -> dict[Any, 
         ttl_v: Any = ttl if ttl < 0 else Near(ttl)
         content: Any
         if kind == 'hash':
-            content = {rename(f): _hash_value(f, rename(v) if f != b'data' else v) for f, v in conn.hgetall(key).items()}
+            content = {
+                rename(f): _hash_value(f, rename(v) if f != b'data' else v) for f, v in conn.hgetall(key).items()
+            }
         elif kind == 'list':
             content = [rename(v) for v in conn.lrange(key, 0, -1)]
         elif kind == 'set':
@@ -86,10 +88,7 @@ def snapshot(conn: redis.Redis, ids: dict[str, str] | None = None) -> dict[Any, 
         elif kind == 'zset':
             content = {rename(m): _score(s, now) for m, s in conn.zrange(key, 0, -1, withscores=True)}
         elif kind == 'stream':
-            content = [
-                {f: _stream_value(f, v) for f, v in fields.items()}
-                for _, fields in conn.xrange(key)
-            ]
+            content = [{f: _stream_value(f, v) for f, v in fields.items()} for _, fields in conn.xrange(key)]
         elif kind == 'string':
             content = conn.get(key)
         else:

@@ -48,3 +48,26 @@ class Adder:
 
     def add(self, x: int) -> int:
         return self.base + x
+
+
+async def introspect(n: int) -> dict[str, object]:
+    """A coroutine job using aiorq inside: its own job, meta progress, a nested fetch."""
+    import aiorq
+
+    job = aiorq.get_current_job()
+    assert job is not None
+    job.meta['progress'] = n
+    await job.save_meta()
+    again = await aiorq.Job.fetch(job.id)
+    return {'id': job.id, 'origin': job.origin, 'meta': again.meta, 'status': (await again.get_status()).value}
+
+
+def stock_progress(n: int) -> int:
+    """Plain stock rq code: meta progress through rq.get_current_job()."""
+    import rq
+
+    job = rq.get_current_job()
+    assert job is not None
+    job.meta['progress'] = n
+    job.save_meta()
+    return n * 2

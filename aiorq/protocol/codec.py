@@ -12,8 +12,8 @@ from base64 import b64encode
 from typing import Any, NoReturn
 
 from rq.exceptions import DeserializationError, NoSuchJobError
-from rq.job import Job as RQJob
 from rq.job import UNEVALUATED, JobStatus
+from rq.job import Job as RQJob
 from rq.queue import Queue as RQQueue
 from rq.results import Result
 from rq.serializers import resolve_serializer
@@ -43,8 +43,7 @@ class _NoIO:
 
     def __getattr__(self, name: str) -> NoReturn:
         raise RuntimeError(
-            f'aiorq: an rq codec object tried blocking Redis I/O ({name!r}); '
-            'use the awaitable aiorq API instead'
+            f'aiorq: an rq codec object tried blocking Redis I/O ({name!r}); use the awaitable aiorq API instead'
         )
 
     def __repr__(self) -> str:
@@ -62,7 +61,7 @@ def new_job(job_id: str | None = None, serializer: Any = None) -> RQJob:
     return RQJob(job_id, connection=NOIO, serializer=serializer)
 
 
-def restore_job(job_id: str, raw: dict[bytes, bytes], serializer: Any = None) -> RQJob:
+def restore_job(job_id: str, raw: dict[Any, Any], serializer: Any = None) -> RQJob:
     """Decode a job hash exactly as ``rq.job.Job.restore`` does; an empty hash is a missing job."""
     if not raw:
         raise NoSuchJobError(f'No such job: {job_id}')
@@ -79,7 +78,7 @@ def parse_status(raw: bytes | str | None) -> JobStatus | None:
     return None if raw is None else JobStatus(as_text(raw))
 
 
-def mapping(job: RQJob, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
+def mapping(job: RQJob, include_meta: bool = True, include_result: bool = True) -> dict[Any, Any]:
     """The ``HSET`` mapping of ``Job.save``; ``status`` becomes its bare string value."""
     obj = job.to_dict(include_meta=include_meta, include_result=include_result)
     obj['status'] = JobStatus(obj['status']).value

@@ -47,7 +47,11 @@ async def move_dependents_to_ready(
                     if dependent is None:
                         continue
                     if not await dependencies_are_met(
-                        conn, dependent, parent=parent, parent_status=parent_status, exclude_job_id=exclude_job_id,
+                        conn,
+                        dependent,
+                        parent=parent,
+                        parent_status=parent_status,
+                        exclude_job_id=exclude_job_id,
                         pipe=p,
                     ):
                         continue

@@ -246,7 +246,11 @@ async def enqueue_rate_limited(
     pipe.zadd(keys.rl_waiting(key), {job.id: current_timestamp()})
     if pipeline is not None:
         await scripts.queue_in(
-            conn, pipe, scripts.ACQUIRE_AND_ENQUEUE_SCRIPT, rl_keys(key), _acquire_args(job.rate_limit_concurrency, now())
+            conn,
+            pipe,
+            scripts.ACQUIRE_AND_ENQUEUE_SCRIPT,
+            rl_keys(key),
+            _acquire_args(job.rate_limit_concurrency, now()),
         )
         return job
     async with pipe:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -65,7 +65,7 @@ async def set_status(conn: Redis, job: RQJob, status: JobStatus, pipeline: Pipe 
 
 async def get_meta(conn: Redis, job: RQJob) -> dict[str, Any]:
     raw = await conn.hget(keys.job(job.id), 'meta')
-    job.meta = job.serializer.loads(raw) if raw else {}
+    job.meta = job.serializer.loads(cast(bytes, raw)) if raw else {}
     return job.meta
 
 
@@ -87,7 +87,7 @@ async def save_meta(conn: Redis, job: RQJob) -> None:
 # -- results ---------------------------------------------------------------------------------
 
 
-def _restore_result(job_id: str, entry_id: bytes, payload: dict[bytes, bytes], serializer: Any) -> Result:
+def _restore_result(job_id: str, entry_id: Any, payload: Any, serializer: Any) -> Result:
     return Result.restore(job_id, as_text(entry_id), payload, connection=NOIO, serializer=serializer)
 
 
@@ -96,7 +96,7 @@ async def latest_result(conn: Redis, job_id: str, serializer: Any = None, timeou
     ``XREAD`` from the start of the stream (the newest entry at once if any exists)."""
     key = keys.results(job_id)
     if timeout:
-        response = await conn.xread({key: '0-0'}, block=int(round(timeout * 1000)))
+        response: Any = await conn.xread({key: '0-0'}, block=int(round(timeout * 1000)))
         if not response:
             return None
         entries = response[0][1]
@@ -112,12 +112,12 @@ async def latest_result(conn: Redis, job_id: str, serializer: Any = None, timeou
 
 
 async def all_results(conn: Redis, job_id: str, serializer: Any = None) -> list[Result]:
-    response = await conn.xrevrange(keys.results(job_id), '+', '-')
+    response: Any = await conn.xrevrange(keys.results(job_id), '+', '-')
     return [_restore_result(job_id, entry_id, payload, serializer) for entry_id, payload in response]
 
 
 async def result_count(conn: Redis, job_id: str) -> int:
-    return int(await conn.xlen(keys.results(job_id)))
+    return await conn.xlen(keys.results(job_id))
 
 
 async def delete_results(conn: Redis, job_id: str) -> None:
@@ -136,8 +136,8 @@ async def dependency_ids(conn: Redis, job_id: str) -> list[str]:
 
 
 async def position(conn: Redis, queue_name: str, job_id: str) -> int | None:
-    pos = await conn.lpos(keys.queue(queue_name), job_id)
-    return None if pos is None else int(pos)
+    pos = cast(int | None, await conn.lpos(keys.queue(queue_name), job_id))
+    return pos
 
 
 async def get_executions(conn: Redis, job_id: str) -> list[Execution]:
@@ -145,7 +145,7 @@ async def get_executions(conn: Redis, job_id: str) -> list[Execution]:
     ekey = keys.executions(job_id)
     await conn.zremrangebyscore(ekey, 0, current_timestamp())
     executions = []
-    for raw_id in await conn.zrange(ekey, 0, -1):
+    for raw_id in cast(list[bytes], await conn.zrange(ekey, 0, -1)):
         execution = Execution(id=as_text(raw_id), job_id=job_id, connection=NOIO)
         data = await conn.hgetall(execution.key)
         if not data:
@@ -164,9 +164,7 @@ def buffer_delete_execution(pipe: Pipe, job: RQJob, execution: Execution) -> Non
         pipe.srem(keys.worker_executions(execution.worker_name), execution.composite_key)
 
 
-async def buffer_remove_from_registries(
-    conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool = True
-) -> None:
+async def buffer_remove_from_registries(conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool = True) -> None:
     """``Job._remove_from_registries``: the *stored* status picks the registry."""
     if remove_from_queue:
         pipe.lrem(keys.queue(job.origin), 1, job.id)
@@ -258,9 +256,7 @@ async def delete(
         await ratelimit.cancel(conn, job.rate_limit_key, job.id, release=pipeline is None)
 
 
-async def _buffer_delete(
-    conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool, delete_dependents: bool
-) -> None:
+async def _buffer_delete(conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool, delete_dependents: bool) -> None:
     await buffer_remove_from_registries(conn, job, pipe, remove_from_queue)
     if delete_dependents:
         for dep_id in await dependent_ids(conn, job.id):

@@ -4,7 +4,7 @@ exception-based retries and Result stream entries (rq-protocol §4.10, §4.12, �
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from rq.defaults import DEFAULT_FAILURE_TTL
@@ -45,7 +45,7 @@ def buffer_result(
         execution_ended_at=execution_ended_at,
     )
     key = keys.results(job.id)
-    pipe.xadd(key, result.serialize(), maxlen=10)
+    pipe.xadd(key, cast(dict[Any, Any], result.serialize()), maxlen=10)
     if ttl is not None:
         if ttl == -1:
             pipe.persist(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
 from redis.asyncio import Redis
 from rq.utils import as_text
@@ -53,7 +54,7 @@ async def compact(conn: Redis, name: str) -> None:
     temp = keys.queue('_compact:' + str(uuid.uuid4()))
     await conn.rename(keys.queue(name), temp)
     while True:
-        job_id = await conn.lpop(temp)
+        job_id = cast(bytes | None, await conn.lpop(temp))
         if job_id is None:
             break
         if await conn.exists(keys.job(as_text(job_id))):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis.asyncio import Redis
 from rq.job import Job as RQJob
 from rq.job import JobStatus
@@ -53,9 +55,9 @@ async def cancel(conn: Redis, key: str, job_id: str, *, release: bool = True) ->
 
 async def cleanup_all(conn: Redis) -> None:
     """``RateLimitRegistry.cleanup`` for every key in ``rq:rl-keys``."""
-    for raw_key in await conn.smembers(keys.RL_KEYS):
+    for raw_key in cast(set[bytes], await conn.smembers(keys.RL_KEYS)):
         key = as_text(raw_key)
-        holders = [as_text(i) for i in await conn.zrange(keys.rl_allowed(key), 0, -1)]
+        holders = [as_text(i) for i in cast(list[bytes], await conn.zrange(keys.rl_allowed(key), 0, -1))]
         if holders:
             async with conn.pipeline(transaction=True) as pipe:
                 for job_id in holders:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from rq.exceptions import AbandonedJobError, NoSuchJobError
@@ -48,7 +48,7 @@ async def cleanup(
     elif kind == 'started':
         await cleanup_started(conn, name, serializer=serializer, on_abandoned=on_abandoned, timestamp=score)
     elif kind == 'ready':
-        ids = [as_text(i) for i in await conn.zrange(key, 0, -1)]
+        ids = [as_text(i) for i in cast(list[bytes], await conn.zrange(key, 0, -1))]
         await dependents.enqueue_ready_jobs(conn, name, ids, serializer=serializer)
 
 
@@ -63,7 +63,7 @@ async def cleanup_started(
     """Abandoned executions: retried when the job has retries left, failed otherwise (§4.17 step 2)."""
     key = keys.registry('started', name)
     score = timestamp if timestamp is not None else current_timestamp()
-    job_ids = [parse_member('started', m) for m in await conn.zrangebyscore(key, 0, score)]
+    job_ids = [parse_member('started', m) for m in cast(list[bytes], await conn.zrangebyscore(key, 0, score))]
     if not job_ids:
         return []
     processed: list[RQJob] = []
@@ -87,9 +87,7 @@ async def cleanup_started(
                 exc_string = f'Moved to {FailedJobRegistry.__name__}, due to {AbandonedJobError.__name__}, at {now()}'
                 logger.warning('Started registry cleanup: %s %s', job.id, exc_string)
                 await buffer_record_failure(conn, pipe, job, exc_string)
-                await dependents.enqueue_dependents(
-                    conn, job, parent_status=JobStatus.FAILED, serializer=serializer
-                )
+                await dependents.enqueue_dependents(conn, job, parent_status=JobStatus.FAILED, serializer=serializer)
                 failed.append((job, exc_string))
             processed.append(job)
         pipe.zremrangebyscore(key, 0, score)
@@ -102,7 +100,9 @@ async def cleanup_started(
     return processed
 
 
-async def clean_registries(conn: Redis, name: str, *, serializer: Any = None, on_abandoned: AbandonedHook | None = None) -> None:
+async def clean_registries(
+    conn: Redis, name: str, *, serializer: Any = None, on_abandoned: AbandonedHook | None = None
+) -> None:
     """``rq.registry.clean_registries``: finished, started, failed, ready, then every rate limit."""
     await cleanup(conn, 'finished', name)
     await cleanup(conn, 'started', name, serializer=serializer, on_abandoned=on_abandoned)
@@ -116,20 +116,21 @@ async def count(conn: Redis, kind: str, name: str) -> int:
 
 
 async def job_ids(conn: Redis, kind: str, name: str, start: int = 0, end: int = -1, desc: bool = False) -> list[str]:
-    members = await conn.zrange(keys.registry(kind, name), start, end, desc=desc)
+    members = cast(list[bytes], await conn.zrange(keys.registry(kind, name), start, end, desc=desc))
     return [parse_member(kind, m) for m in members]
 
 
 async def job_and_execution_ids(
     conn: Redis, name: str, start: int = 0, end: int = -1, desc: bool = False
 ) -> list[tuple[str, str]]:
-    members = await conn.zrange(keys.registry('started', name), start, end, desc=desc)
+    members = cast(list[bytes], await conn.zrange(keys.registry('started', name), start, end, desc=desc))
     return [parse_composite_key(as_text(m)) for m in members]
 
 
 async def expired_job_ids(conn: Redis, kind: str, name: str, timestamp: int | None = None) -> list[str]:
     score = timestamp if timestamp is not None else current_timestamp()
-    return [parse_member(kind, m) for m in await conn.zrangebyscore(keys.registry(kind, name), 0, score)]
+    found = cast(list[bytes], await conn.zrangebyscore(keys.registry(kind, name), 0, score))
+    return [parse_member(kind, m) for m in found]
 
 
 async def score(conn: Redis, kind: str, name: str, member: str) -> float | None:
@@ -142,12 +143,12 @@ async def add(conn: Redis, kind: str, name: str, job_id: str, ttl: int = 0, xx: 
     value: int | str = ttl if ttl < 0 else current_timestamp() + ttl
     if value == -1:
         value = '+inf'
-    return int(await conn.zadd(keys.registry(kind, name), {job_id: value}, xx=xx))
+    return cast(int, await conn.zadd(keys.registry(kind, name), {job_id: value}, xx=xx))
 
 
 async def add_now(conn: Redis, kind: str, name: str, job_id: str, xx: bool = False) -> int:
     """Deferred and ready registries score by the time of adding."""
-    return int(await conn.zadd(keys.registry(kind, name), {job_id: current_timestamp()}, xx=xx))
+    return cast(int, await conn.zadd(keys.registry(kind, name), {job_id: current_timestamp()}, xx=xx))
 
 
 async def remove(conn: Redis, kind: str, name: str, job_id: str) -> int:

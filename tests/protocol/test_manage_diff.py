@@ -146,8 +146,9 @@ async def delete_deferred(lib: Any, conn: Any) -> Any:
 
 def setup_group(conn: redis.Redis) -> None:
     q = rq.Queue('q', connection=conn)
-    Group(conn, name='g').enqueue_many(q, [q.prepare_data(tasks.add, (1, 2), job_id='g1'),
-                                           q.prepare_data(tasks.add, (3, 4), job_id='g2')])
+    Group(conn, name='g').enqueue_many(
+        q, [q.prepare_data(tasks.add, (1, 2), job_id='g1'), q.prepare_data(tasks.add, (3, 4), job_id='g2')]
+    )
 
 
 @case(setup_group)
