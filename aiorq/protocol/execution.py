@@ -1,0 +1,566 @@
+"""Worker-side transitions: registration, dequeue, execution start, heartbeats, outcomes
+(rq-protocol §4.6–4.14, §6). One worker identity per process; each in-flight job is one
+execution of it, as rq 3.0 models a worker with several executions (§16.3)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+from rq.job import Job as RQJob
+from rq.job import JobStatus, Retry
+from rq.results import Result
+from rq.utils import as_text, current_timestamp, now, utcformat
+
+from . import dependents, keys, ratelimit, scripts
+from .batch import Batch
+from .codec import mapping, restore_job
+from .enqueue import buffer_enqueue, buffer_persist, schedule_score
+from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_record_failure, buffer_result, buffer_retry
+
+logger = logging.getLogger('aiorq.protocol')
+
+# Start one or more popped jobs in one atomic step: the execution records (§4.7 "parent"),
+# the job's `started` transition (§4.7 "horse"), and the worker's state and heartbeat.
+# KEYS: worker, worker executions, then per job: job, execution, job executions, wip, intermediate.
+# ARGV: worker name, utc timestamp, float now, int now, monitoring interval, lrem flag, then per
+# job: job id, execution id. Returns per job {job id, raw hash before the start (empty if gone)}.
+START_SCRIPT = """
+local name, ts, nowf, nowi = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local interval, lrem = tonumber(ARGV[5]), ARGV[6]
+local out = {}
+local started = 0
+local n = (#KEYS - 2) / 5
+for i = 0, n - 1 do
+    local jk, ek, exk, wip, ik = KEYS[3 + i * 5], KEYS[4 + i * 5], KEYS[5 + i * 5], KEYS[6 + i * 5], KEYS[7 + i * 5]
+    local job_id, exec_id = ARGV[7 + i * 2], ARGV[8 + i * 2]
+    local raw = redis.call('HGETALL', jk)
+    if #raw == 0 then
+        table.insert(out, {job_id, {}})
+    else
+        local timeout = 180
+        for f = 1, #raw, 2 do
+            if raw[f] == 'timeout' then
+                local t = tonumber(raw[f + 1])
+                if t and t ~= 0 then timeout = t end
+            end
+        end
+        local hb
+        if timeout > 0 then hb = math.floor(math.min(timeout, interval)) + 60 else hb = interval + 60 end
+        local member = job_id .. ':' .. exec_id
+        redis.call('HSET', ek, 'id', exec_id, 'job_id', job_id, 'created_at', nowf, 'last_heartbeat', nowf,
+                   'worker_name', name)
+        redis.call('EXPIRE', ek, hb)
+        redis.call('ZADD', exk, nowi + hb + 60, exec_id)
+        redis.call('EXPIRE', exk, hb + 60)
+        redis.call('ZADD', wip, nowi + hb, member)
+        redis.call('SADD', KEYS[2], member)
+        redis.call('EXPIRE', KEYS[2], hb + 60)
+        redis.call('HSET', KEYS[1], 'state', 'busy')
+        redis.call('HSET', jk, 'last_heartbeat', ts)
+        redis.call('HSET', jk, 'last_heartbeat', ts, 'status', 'started', 'started_at', ts, 'worker_name', name)
+        redis.call('PERSIST', jk)
+        if lrem == '1' then redis.call('LREM', ik, 1, job_id) end
+        started = started + 1
+        table.insert(out, {job_id, raw})
+    end
+end
+if started > 0 then
+    redis.call('HSET', KEYS[1], 'last_heartbeat', ts)
+    redis.call('EXPIRE', KEYS[1], interval + 60)
+    redis.call('EXPIRE', KEYS[2], interval + 60)
+end
+return out
+"""
+
+# Pop up to ARGV[1] ids from the queues in order (LPOP), or with ARGV[2] == '1' move them
+# into the single queue's intermediate list (LMOVE LEFT RIGHT), as rq's dequeue does.
+# KEYS: queue keys (single queue: queue, intermediate). Returns {queue index, id} pairs.
+POP_SCRIPT = """
+local want, single = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+if single == '1' then
+    while #out < want do
+        local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+        if not id then break end
+        table.insert(out, {1, id})
+    end
+    return out
+end
+for q = 1, #KEYS do
+    while #out < want do
+        local id = redis.call('LPOP', KEYS[q])
+        if not id then break end
+        table.insert(out, {q, id})
+    end
+end
+return out
+"""
+
+
+@dataclass
+class Execution:
+    """One in-flight attempt, as the worker remembers it."""
+
+    job: RQJob
+    queue: str
+    id: str
+    created_at: float
+    hb_ttl: int
+    started_at: datetime | None = None
+    stopped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def member(self) -> str:
+        return f'{self.job.id}:{self.id}'
+
+
+def heartbeat_ttl(timeout: Any, interval: int, working_time: float = 0.0) -> int:
+    """``Worker.get_heartbeat_ttl``."""
+    if timeout and timeout > 0:
+        return int(min(timeout - working_time, interval)) + 60
+    return interval + 60
+
+
+# -- registration ------------------------------------------------------------------------
+
+
+async def client_address(conn: Redis, name: str) -> str:
+    """``CLIENT SETNAME`` then this connection's ``addr`` from ``CLIENT INFO`` (or ``unknown``)."""
+    try:
+        await conn.client_setname(name)
+        info = await conn.execute_command('CLIENT', 'INFO')
+        for part in as_text(info).split():
+            if part.startswith('addr='):
+                return part[5:]
+    except Exception:
+        pass
+    return 'unknown'
+
+
+async def register_birth(conn: Redis, name: str, queue_names: list[str], fields: dict[str, Any], ttl: int) -> None:
+    """§6.2: refuse a live name; then one MULTI writes the record and both worker sets."""
+    key = keys.worker(name)
+    if await conn.exists(key) and not await conn.hexists(key, 'death'):
+        raise ValueError(f'There exists an active worker named {name!r} already')
+    async with conn.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        pipe.hset(key, mapping=fields)
+        pipe.sadd(keys.WORKERS, key)
+        for q in queue_names:
+            pipe.sadd(keys.workers_by_queue(q), key)
+        pipe.expire(key, ttl)
+        await pipe.execute()
+
+
+async def register_death(conn: Redis, name: str, queue_names: list[str]) -> None:
+    key = keys.worker(name)
+    async with conn.pipeline(transaction=True) as pipe:
+        pipe.srem(keys.WORKERS, key)
+        for q in queue_names:
+            pipe.srem(keys.workers_by_queue(q), key)
+        pipe.hset(key, 'death', utcformat(now()))
+        pipe.expire(key, 60)
+        pipe.delete(keys.worker_executions(name))
+        await pipe.execute()
+
+
+def buffer_worker_heartbeat(pipe: Any, name: str, ttl: int) -> None:
+    pipe.hset(keys.worker(name), 'last_heartbeat', utcformat(now()))
+    pipe.expire(keys.worker(name), ttl)
+    pipe.expire(keys.worker_executions(name), ttl)
+
+
+async def set_state(conn: Redis, name: str, state: str) -> None:
+    await conn.hset(keys.worker(name), 'state', state)
+
+
+async def set_field(conn: Redis, name: str, field_name: str, value: Any) -> None:
+    await conn.hset(keys.worker(name), field_name, value)
+
+
+async def heartbeat_and_check_suspended(conn: Redis, name: str, ttl: int) -> bool:
+    """The work loop's suspension check: heartbeat and ``EXISTS rq:suspended`` in one MULTI."""
+    async with conn.pipeline(transaction=True) as pipe:
+        buffer_worker_heartbeat(pipe, name, ttl)
+        pipe.exists(keys.SUSPENDED)
+        return bool((await pipe.execute())[-1])
+
+
+async def worker_heartbeat(conn: Redis, name: str, ttl: int) -> None:
+    async with conn.pipeline(transaction=True) as pipe:
+        buffer_worker_heartbeat(pipe, name, ttl)
+        await pipe.execute()
+
+
+# -- dequeue and start ---------------------------------------------------------------------
+
+
+async def pop(conn: Redis, queue_names: list[str], want: int, single: bool) -> list[tuple[str, str]]:
+    """Non-blocking pop of up to ``want`` ids, honouring queue order."""
+    if single:
+        ks = [keys.queue(queue_names[0]), keys.intermediate(queue_names[0])]
+    else:
+        ks = [keys.queue(q) for q in queue_names]
+    found = await scripts.run(conn, POP_SCRIPT, ks, [want, '1' if single else '0'])
+    return [(queue_names[int(qi) - 1], as_text(job_id)) for qi, job_id in found]
+
+
+async def blocking_pop(conn: Redis, queue_names: list[str], timeout: float, single: bool) -> tuple[str, str] | None:
+    """``BLMOVE`` into the intermediate list (one queue) or ``BLPOP`` (several), as rq does."""
+    if single:
+        q = queue_names[0]
+        job_id = await conn.blmove(keys.queue(q), keys.intermediate(q), timeout, 'LEFT', 'RIGHT')
+        return None if job_id is None else (q, as_text(job_id))
+    result = cast(Any, await conn.blpop([keys.queue(q) for q in queue_names], timeout))
+    if result is None:
+        return None
+    return keys.queue_name(as_text(result[0])), as_text(result[1])
+
+
+async def push_back(conn: Redis, queue_name: str, job_id: str, single: bool) -> None:
+    """Return an id popped while stopping or suspended to the head of its queue."""
+    async with conn.pipeline(transaction=True) as pipe:
+        if single:
+            pipe.lrem(keys.intermediate(queue_name), 1, job_id)
+        pipe.lpush(keys.queue(queue_name), job_id)
+        await pipe.execute()
+
+
+async def start_executions(
+    conn: Redis,
+    worker_name: str,
+    popped: list[tuple[str, str]],
+    *,
+    interval: int,
+    single: bool,
+    serializer: Any = None,
+) -> tuple[list[Execution], list[tuple[str, str, Exception]]]:
+    """Start every popped id in one script. Returns the executions and the ids that could not
+    be decoded (their start was written; the caller fails them) — a vanished hash is skipped."""
+    ts_dt = now()
+    nowf = ts_dt.timestamp()
+    ks = [keys.worker(worker_name), keys.worker_executions(worker_name)]
+    argv: list[Any] = [worker_name, utcformat(ts_dt), repr(nowf), int(nowf), interval, '1' if single else '0']
+    exec_ids = []
+    for queue_name, job_id in popped:
+        exec_id = uuid.uuid4().hex
+        exec_ids.append(exec_id)
+        ks += [
+            keys.job(job_id),
+            keys.execution(job_id, exec_id),
+            keys.executions(job_id),
+            keys.registry('started', queue_name),
+            keys.intermediate(queue_name),
+        ]
+        argv += [job_id, exec_id]
+    rows = await scripts.run(conn, START_SCRIPT, ks, argv)
+    started: list[Execution] = []
+    broken: list[tuple[str, str, Exception]] = []
+    for (queue_name, job_id), exec_id, (_, flat) in zip(popped, exec_ids, rows):
+        if not flat:
+            logger.warning('Job %s vanished from Redis before it could start; skipped', job_id)
+            continue
+        raw = dict(zip(flat[0::2], flat[1::2]))
+        try:
+            job = restore_job(job_id, raw, serializer)
+        except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
+            broken.append((queue_name, job_id, e))
+            continue
+        job.worker_name = worker_name
+        job.last_heartbeat = ts_dt
+        job.started_at = ts_dt
+        job._status = JobStatus.STARTED
+        hb = heartbeat_ttl(job.timeout or 180, interval)
+        started.append(Execution(job=job, queue=queue_name, id=exec_id, created_at=nowf, hb_ttl=hb, started_at=ts_dt))
+    return started, broken
+
+
+# -- heartbeats ----------------------------------------------------------------------------
+
+
+def heartbeat_commands(pipe: Any, worker_name: str, executions: list[Execution], interval: int) -> None:
+    """§4.8 for each execution: six commands, the job's ``HSET`` last (the caller adds the
+    worker's own heartbeat)."""
+    stamp = now()
+    nowi = current_timestamp()
+    for ex in executions:
+        working = (stamp - ex.started_at).total_seconds() if ex.started_at else 0.0
+        ttl = heartbeat_ttl(ex.job.timeout or 180, interval, working)
+        pipe.hset(keys.execution(ex.job.id, ex.id), 'last_heartbeat', stamp.timestamp())
+        pipe.expire(keys.execution(ex.job.id, ex.id), ttl)
+        pipe.zadd(keys.registry('started', ex.queue), {ex.member: nowi + ttl}, xx=True)
+        pipe.zadd(keys.executions(ex.job.id), {ex.id: nowi + ttl + 60}, xx=True)
+        pipe.expire(keys.executions(ex.job.id), ttl + 60)
+        pipe.hset(keys.job(ex.job.id), 'last_heartbeat', utcformat(stamp))
+
+
+# -- outcomes ------------------------------------------------------------------------------
+
+
+def buffer_execution_cleanup(sink: Any, worker_name: str, ex: Execution) -> None:
+    sink.delete(keys.execution(ex.job.id, ex.id))
+    sink.zrem(keys.registry('started', ex.queue), ex.member)
+    sink.zrem(keys.executions(ex.job.id), ex.id)
+    sink.srem(keys.worker_executions(worker_name), ex.member)
+
+
+def _counters(sink: Any, worker_name: str, job: RQJob, success: bool) -> None:
+    field_name = 'successful_job_count' if success else 'failed_job_count'
+    sink.hincrby(keys.worker(worker_name), field_name, 1)
+    if job.started_at and job.ended_at:
+        sink.hincrbyfloat(keys.worker(worker_name), 'total_working_time', (job.ended_at - job.started_at).total_seconds())
+
+
+def buffer_repeat(sink: Any, job: RQJob) -> None:
+    """``Repeat.schedule`` (3.0: consume the interval list from the front)."""
+    interval = 0
+    if job.repeat_intervals:
+        interval = job.repeat_intervals[0]
+        if len(job.repeat_intervals) > 1:
+            job.repeat_intervals = job.repeat_intervals[1:]
+    assert job.repeats_left
+    job.repeats_left -= 1
+    sink.hset(keys.job(job.id), mapping=mapping(job))
+    if interval == 0:
+        buffer_enqueue(sink, job, job.origin, int(job.timeout or 180), False)
+    else:
+        from datetime import timedelta
+
+        when = now() + timedelta(seconds=interval)
+        sink.sadd(keys.QUEUES, keys.queue(job.origin))
+        buffer_persist(sink, job, JobStatus.SCHEDULED)
+        sink.zadd(keys.registry('scheduled', job.origin), {job.id: schedule_score(when)})
+
+
+async def _commit(conn: Redis, batch: Batch, worker_name: str, ex: Execution) -> bool:
+    """Run an outcome batch guarded by the execution's started-registry member. When the member
+    is gone (stopped, declared abandoned, canceled) only the execution records are removed."""
+    if await batch.run(conn) == 0:
+        return True
+    return await _superseded(conn, worker_name, ex)
+
+
+async def _superseded(conn: Redis, worker_name: str, ex: Execution) -> bool:
+    logger.warning('Job %s: its execution %s ended elsewhere; outcome not recorded', ex.job.id, ex.id)
+    cleanup = Batch()
+    buffer_execution_cleanup(cleanup, worker_name, ex)
+    await cleanup.run(conn)
+    return False
+
+
+async def finish_success(
+    conn: Redis, worker_name: str, ex: Execution, return_value: Any, default_result_ttl: int, serializer: Any = None
+) -> bool:
+    """§4.9 (with §4.11 phase A inside, §4.13 repeats). ``False`` when the outcome was superseded."""
+    job = ex.job
+    job._result = return_value
+    result_ttl = job.get_result_ttl(default_result_ttl)
+    dependents_key = keys.dependents(job.id)
+    repeats_left, repeat_intervals = job.repeats_left, job.repeat_intervals
+
+    def fill(sink: Any) -> None:
+        _counters(sink, worker_name, job, True)
+        if result_ttl != 0:
+            job._status = JobStatus.FINISHED
+            sink.hset(keys.job(job.id), 'status', JobStatus.FINISHED.value)
+            sink.hset(keys.job(job.id), mapping=mapping(job, include_meta=False, include_result=False))
+            buffer_result(
+                sink, job, Result.Type.SUCCESSFUL, result_ttl, return_value=return_value, worker_name=worker_name,
+                execution_id=ex.id, execution_started_at=_dt(ex.created_at), execution_ended_at=job.ended_at,
+            )
+            score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
+            sink.zadd(keys.registry('finished', job.origin), {job.id: score})
+
+    moved: dict[str, list[str]] = {}
+    if not await conn.scard(dependents_key):
+        batch = Batch()
+        batch.guard_member(keys.registry('started', ex.queue), ex.member)
+        batch.guard_scard(dependents_key, 0)
+        fill(batch)
+        if job.repeats_left is not None and job.repeats_left > 0:
+            buffer_repeat(batch, job)
+        else:
+            if result_ttl == 0:
+                await buffer_job_cleanup(conn, batch, job, 0)
+            else:
+                await buffer_job_cleanup(conn, batch, job, result_ttl)
+            job._status = JobStatus.FINISHED
+        buffer_execution_cleanup(batch, worker_name, ex)
+        failed_guard = await batch.run(conn)
+        if failed_guard == 0:
+            await ratelimit.release_slot(conn, job)
+            return True
+        if failed_guard == 1:
+            return await _superseded(conn, worker_name, ex)
+        job.repeats_left, job.repeat_intervals = repeats_left, repeat_intervals
+    # A dependent exists (or appeared): rq's WATCH on the dependents set, with phase A inside.
+    async with conn.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(dependents_key, keys.execution(job.id, ex.id))
+                if await pipe.zscore(keys.registry('started', ex.queue), ex.member) is None:
+                    await pipe.reset()
+                    return await _superseded(conn, worker_name, ex)
+                moved = await dependents.move_dependents_to_ready(conn, job, pipe=pipe, serializer=serializer)
+                if not pipe.explicit_transaction:
+                    pipe.multi()
+                fill(pipe)
+                if job.repeats_left is not None and job.repeats_left > 0:
+                    buffer_repeat(pipe, job)
+                else:
+                    await buffer_job_cleanup(conn, pipe, job, result_ttl)
+                    job._status = JobStatus.FINISHED
+                buffer_execution_cleanup(pipe, worker_name, ex)
+                await pipe.execute()
+                break
+            except WatchError:
+                job.repeats_left, job.repeat_intervals = repeats_left, repeat_intervals
+                continue
+    await dependents.enqueue_ready_by_queue(conn, moved, serializer=serializer)
+    await ratelimit.release_slot(conn, job)
+    return True
+
+
+
+
+def _dt(epoch: float) -> datetime:
+    from datetime import timezone
+
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+async def finish_failure(
+    conn: Redis,
+    worker_name: str,
+    job: RQJob,
+    ex: Execution | None,
+    exc_string: str,
+    *,
+    stopped: bool = False,
+    record: bool = True,
+) -> bool:
+    """§4.10 / §4.12 exception retries / §4.14 stopped; ``ex=None`` for a job that never
+    started (stuck in the intermediate list). ``record=False`` is
+    ``--disable-default-exception-handler`` (no registry, hash save or Result)."""
+    retry = job.should_retry and not stopped
+    batch = Batch()
+    if ex is not None:
+        batch.guard_member(keys.registry('started', ex.queue), ex.member)
+        buffer_execution_cleanup(batch, worker_name, ex)
+    if stopped:
+        job._status = JobStatus.STOPPED
+        batch.hset(keys.job(job.id), 'status', JobStatus.STOPPED.value)
+    elif not retry:
+        job._status = JobStatus.FAILED
+        batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
+    if record and not retry:
+        await buffer_failed_registry_add(conn, batch, job, exc_string)
+        buffer_result(
+            batch, job, Result.Type.FAILED, job.failure_ttl, exc_string=exc_string, worker_name=worker_name,
+            execution_id=ex.id if ex else None, execution_started_at=_dt(ex.created_at) if ex else None,
+            execution_ended_at=job.ended_at,
+        )
+    _counters(batch, worker_name, job, False)
+    if retry:
+        await buffer_retry(conn, batch, job)
+    if ex is not None:
+        if not await _commit(conn, batch, worker_name, ex):
+            return False
+    else:
+        await batch.run(conn)
+    if not retry:
+        try:
+            await dependents.enqueue_dependents(conn, job, serializer=job.serializer)
+        except Exception:
+            logger.exception('Job %s: releasing dependents failed; left for maintenance', job.id)
+    await ratelimit.release_slot(conn, job)
+    return True
+
+
+async def finish_returned_retry(
+    conn: Redis, worker_name: str, ex: Execution, retry: Retry
+) -> tuple[bool, bool]:
+    """§4.12 return-based retry. Returns (committed, exhausted)."""
+    job = ex.job
+    batch = Batch()
+    batch.guard_member(keys.registry('started', ex.queue), ex.member)
+    exhausted = bool(job.number_of_retries and job.number_of_retries >= retry.max)
+    if exhausted:
+        job._status = JobStatus.FAILED
+        batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
+        buffer_execution_cleanup(batch, worker_name, ex)
+        await buffer_failed_registry_add(conn, batch, job, '')
+        buffer_result(
+            batch, job, Result.Type.MAX_RETRIES_EXCEEDED, job.failure_ttl, return_value=retry,
+            worker_name=worker_name, execution_id=ex.id, execution_started_at=_dt(ex.created_at),
+            execution_ended_at=job.ended_at,
+        )
+        _counters(batch, worker_name, job, False)
+    else:
+        _counters(batch, worker_name, job, False)
+        buffer_result(
+            batch, job, Result.Type.RETRIED, job.failure_ttl, return_value=retry, worker_name=worker_name,
+            execution_id=ex.id, execution_started_at=_dt(ex.created_at), execution_ended_at=job.ended_at,
+        )
+        interval = Retry.get_interval(job.number_of_retries or 0, retry.intervals)
+        job.number_of_retries = 1 if not job.number_of_retries else job.number_of_retries + 1
+        job.enqueue_at_front_on_retry = job.enqueue_at_front_on_retry or retry.enqueue_at_front
+        if interval:
+            from datetime import timedelta
+
+            job._status = JobStatus.SCHEDULED
+            await conn.hset(keys.job(job.id), 'status', JobStatus.SCHEDULED.value)
+            batch.sadd(keys.QUEUES, keys.queue(job.origin))
+            buffer_persist(batch, job, JobStatus.SCHEDULED)
+            batch.zadd(keys.registry('scheduled', job.origin), {job.id: schedule_score(now() + timedelta(seconds=interval))})
+        else:
+            buffer_enqueue(batch, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
+        buffer_execution_cleanup(batch, worker_name, ex)
+    if not await _commit(conn, batch, worker_name, ex):
+        return False, exhausted
+    if exhausted:
+        await dependents.enqueue_dependents(conn, job, serializer=job.serializer)
+    await ratelimit.release_slot(conn, job)
+    return True, exhausted
+
+
+async def fail_unstarted(conn: Redis, worker_name: str, queue_name: str, job_id: str, exc_string: str) -> None:
+    """A popped job that cannot even be decoded: failed registry, Result and counters, written
+    without rq's codec (its hash is unreadable), so the id is not lost."""
+    batch = Batch()
+    batch.hset(keys.job(job_id), 'status', JobStatus.FAILED.value)
+    batch.zadd(keys.registry('failed', queue_name), {job_id: current_timestamp() + 31536000})
+    batch.expire(keys.job(job_id), 31536000)
+    from .codec import exc_string_payload
+
+    batch.xadd(
+        keys.results(job_id),
+        {'type': Result.Type.FAILED.value, 'worker_name': worker_name, 'exc_string': exc_string_payload(exc_string)},
+        maxlen=10,
+    )
+    batch.hincrby(keys.worker(worker_name), 'failed_job_count', 1)
+    await batch.run(conn)
+
+
+async def remove_execution_records(conn: Redis, worker_name: str, ex: Execution) -> None:
+    batch = Batch()
+    buffer_execution_cleanup(batch, worker_name, ex)
+    await batch.run(conn)
+
+
+__all__ = [
+    'Execution',
+    'START_SCRIPT',
+    'POP_SCRIPT',
+    'heartbeat_ttl',
+    'register_birth',
+    'register_death',
+    'buffer_record_failure',
+]

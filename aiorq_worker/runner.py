@@ -1,0 +1,235 @@
+"""Running one execution: the job's function (a coroutine on the loop, a plain function in the
+pool), its timeout, its callbacks, and the outcome written through the protocol layer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import inspect
+import logging
+import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import rq.job
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq.job import JobStatus, Retry
+from rq.job_lifecycle import format_exc_info
+from rq.timeouts import JobTimeoutException
+from rq.utils import now
+
+import aiorq
+from aiorq import connections as aiorq_connections
+from aiorq.current import set_current_job
+from aiorq.protocol import codec
+from aiorq.protocol import execution as px
+
+from .state import _current_worker
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger('aiorq.worker')
+
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+STOPPED_EXC = 'Job stopped by user, work-horse terminated.'
+
+
+class Stopped(Exception):
+    """Raised into the outcome path when a stop command ended the job."""
+
+
+def timeout_of(job: rq.job.Job) -> float | None:
+    timeout = job.timeout or aiorq.Queue.DEFAULT_TIMEOUT
+    return None if timeout == -1 else float(timeout)
+
+
+class Runner:
+    """Runs executions for one worker."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def sync_job(self, job: rq.job.Job) -> rq.job.Job:
+        """A copy of the codec job on the worker's blocking client, for stock rq code."""
+        clone = copy.copy(job)
+        clone.connection = self.worker.sync_connection
+        return clone
+
+    def async_job(self, job: rq.job.Job) -> aiorq.Job:
+        return aiorq.Job._wrap(job, self.worker.connection)
+
+    def in_context(self, job: rq.job.Job, fn: Callable[[], Any]) -> Any:
+        """Call ``fn`` in a copy of the context where the job is current for rq and aiorq."""
+        ctx = contextvars.copy_context()
+
+        def run() -> Any:
+            rq.job._current_job.set(self.sync_job(job))
+            set_current_job(self.async_job(job))
+            aiorq_connections.push_connection(self.worker.connection)
+            _current_worker.set(self.worker)
+            return fn()
+
+        return ctx.run(run)
+
+    async def in_thread(self, job: rq.job.Job, fn: Callable[[], Any], timeout: float | None) -> Any:
+        """Run a blocking call in the pool; a timeout abandons the thread (it cannot be killed)."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.worker.pool, self.in_context, job, fn)
+        self.worker.track_thread(future)
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
+
+    async def in_task(self, job: rq.job.Job, make: Callable[[], Any], timeout: float | None) -> Any:
+        """Run a coroutine as its own task, in a context where the job is current."""
+        coro_holder: list[Any] = []
+
+        def create() -> asyncio.Task[Any]:
+            coro = make()
+            coro_holder.append(coro)
+            return asyncio.ensure_future(coro)
+
+        task: asyncio.Task[Any] = self.in_context(job, create)
+        try:
+            return await asyncio.wait_for(task, timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    # -- one execution ---------------------------------------------------------------------
+
+    async def run(self, ex: px.Execution) -> None:
+        worker = self.worker
+        job = ex.job
+        worker.log_start(ex)
+        exc_info: ExcInfo | None = None
+        return_value: Any = None
+        try:
+            try:
+                codec.load_data(job)
+                func = job.func
+                timeout = timeout_of(job)
+                args, kwargs = job.args, job.kwargs
+                if inspect.iscoroutinefunction(func):
+                    return_value = await self.in_task(job, lambda: func(*args, **kwargs), timeout)
+                else:
+                    return_value = await self.in_thread(job, lambda: func(*args, **kwargs), timeout)
+                    if inspect.iscoroutine(return_value):
+                        # A plain function that returned a coroutine: await it here, as rq does.
+                        coro = return_value
+                        return_value = await self.in_task(job, lambda: coro, timeout)
+            except asyncio.TimeoutError:
+                try:
+                    raise JobTimeoutException(
+                        f'Task exceeded maximum timeout value ({int(timeout_of(job) or 0)} seconds)'
+                    ) from None
+                except JobTimeoutException:
+                    exc_info = sys.exc_info()
+            except asyncio.CancelledError:
+                if ex.stopped:
+                    await self.finish_stopped(ex)
+                    return
+                if worker.cold_shutdown:
+                    await self.finish_abandoned(ex)
+                    return
+                raise
+            except Exception:
+                exc_info = sys.exc_info()
+            job.ended_at = now()
+            job.last_heartbeat = job.ended_at
+            if exc_info is None and isinstance(return_value, Retry):
+                await self.durably(lambda: px.finish_returned_retry(worker.connection, worker.name, ex, return_value))
+                worker.log_end(ex, 'Job returned Retry')
+            elif exc_info is None:
+                exc_info = await self.success(ex, return_value)
+            if exc_info is not None:
+                await self.failure(ex, exc_info)
+        finally:
+            worker.execution_done(ex)
+
+    async def success(self, ex: px.Execution, return_value: Any) -> ExcInfo | None:
+        """Success callback, then the success transaction; a raising callback makes it a failure."""
+        worker, job = self.worker, ex.job
+        job._status = JobStatus.FINISHED
+        try:
+            await self.callback(job, job.success_callback, job.success_callback_timeout, return_value)
+        except Exception:
+            return sys.exc_info()
+        committed = await self.durably(
+            lambda: px.finish_success(
+                worker.connection, worker.name, ex, return_value, worker.default_result_ttl, worker.serializer
+            )
+        )
+        if committed:
+            await self.webhooks(job, JobStatus.FINISHED)
+            worker.log_end(ex, 'Job OK')
+        return None
+
+    async def failure(self, ex: px.Execution, exc_info: ExcInfo) -> None:
+        worker, job = self.worker, ex.job
+        job._status = JobStatus.FAILED
+        try:
+            await self.callback(job, job.failure_callback, job.failure_callback_timeout, *exc_info)
+        except Exception:
+            exc_info = sys.exc_info()
+        worker.handle_exception(job, exc_info)
+        exc_string = format_exc_info(exc_info)
+        retrying = job.should_retry
+        committed = await self.durably(
+            lambda: px.finish_failure(
+                worker.connection, worker.name, job, ex, exc_string,
+                record=not worker.disable_default_exception_handler,
+            )
+        )
+        if committed and not retrying:
+            await self.webhooks(job, JobStatus.FAILED, exc_string=exc_string)
+        worker.log_end(ex, 'Job failed, retrying' if retrying else 'Job failed', error=True)
+
+    async def finish_stopped(self, ex: px.Execution) -> None:
+        """§4.14: stopped callback (errors swallowed), then status ``stopped``, no retry, no webhooks."""
+        worker, job = self.worker, ex.job
+        job.ended_at = None
+        try:
+            await self.callback(job, job.stopped_callback, job.stopped_callback_timeout)
+        except Exception:
+            logger.exception('Job %s: stopped callback raised', job.id)
+        await self.durably(lambda: px.finish_failure(worker.connection, worker.name, job, ex, STOPPED_EXC, stopped=True))
+        worker.log_end(ex, 'Job stopped', error=True)
+
+    async def finish_abandoned(self, ex: px.Execution) -> None:
+        """A cold shutdown ended the job: recorded as rq records an abnormal horse exit
+        (failure callback not run, retries apply)."""
+        worker, job = self.worker, ex.job
+        job.ended_at = now()
+        exc = f'Work-horse terminated unexpectedly; cold shutdown of worker {worker.name}; '
+        await self.durably(lambda: px.finish_failure(worker.connection, worker.name, job, ex, exc))
+        worker.log_end(ex, 'Job cancelled by cold shutdown', error=True)
+
+    async def callback(self, job: rq.job.Job, cb: Any, timeout: int, *args: Any) -> None:
+        """rq's callback arguments; coroutine callbacks get an ``aiorq.Job`` and the async client."""
+        if cb is None:
+            return
+        if inspect.iscoroutinefunction(cb):
+            await asyncio.wait_for(cb(self.async_job(job), self.worker.connection, *args), timeout)
+        else:
+            sync = self.sync_job(job)
+            await self.in_thread(job, lambda: cb(sync, self.worker.sync_connection, *args), timeout)
+
+    async def webhooks(self, job: rq.job.Job, status: JobStatus, exc_string: str | None = None) -> None:
+        if any(w.job_status == status for w in job.webhooks):
+            await asyncio.to_thread(job.send_webhooks, status, exc_string=exc_string)
+
+    async def durably(self, write: Callable[[], Any]) -> Any:
+        """Keep an outcome until Redis takes it: retry with rq's capped exponential backoff."""
+        wait = 1.0
+        while True:
+            try:
+                return await write()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                logger.error('Worker %s: could not record an outcome (%s); retrying in %.0fs', self.worker.name, e, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 60)
