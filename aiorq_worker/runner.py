@@ -64,9 +64,9 @@ class Runner:
     def async_job(self, job: rq.job.Job) -> aiorq.Job:
         return aiorq.Job._wrap(job, self.worker.connection)
 
-    def in_context(self, job: rq.job.Job, fn: Callable[[], Any]) -> Any:
-        """Call ``fn`` in a copy of the context where the job is current for rq and aiorq."""
-        ctx = contextvars.copy_context()
+    def in_context(self, ctx: contextvars.Context, job: rq.job.Job, fn: Callable[[], Any]) -> Any:
+        """Call ``fn`` in ``ctx`` (a copy of the caller's context) with the job made current
+        for ``rq.get_current_job()`` and ``aiorq.get_current_job()``."""
 
         def run() -> Any:
             rq.job._current_job.set(self.sync_job(job))
@@ -80,7 +80,8 @@ class Runner:
     async def in_thread(self, job: rq.job.Job, fn: Callable[[], Any], timeout: float | None) -> Any:
         """Run a blocking call in the pool; a timeout abandons the thread (it cannot be killed)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.worker.pool, self.in_context, job, fn)
+        # run_in_executor alone does not carry the context into the thread: copy it here.
+        future = loop.run_in_executor(self.worker.pool, self.in_context, contextvars.copy_context(), job, fn)
         self.worker.track_thread(future)
         return await asyncio.wait_for(asyncio.shield(future), timeout)
 
@@ -93,7 +94,7 @@ class Runner:
             coro_holder.append(coro)
             return asyncio.ensure_future(coro)
 
-        task: asyncio.Task[Any] = self.in_context(job, create)
+        task: asyncio.Task[Any] = self.in_context(contextvars.copy_context(), job, create)
         try:
             return await asyncio.wait_for(task, timeout)
         except asyncio.CancelledError:

@@ -1,0 +1,91 @@
+"""Commands over ``rq:pubsub:<worker>``: shutdown, stop-job, stop-execution, kill-horse (§6.8)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from rq.command import parse_payload
+
+from aiorq.protocol import keys
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger('aiorq.worker')
+
+
+class CommandListener:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.task: asyncio.Task[None] | None = None
+        self.pubsub: Any = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self.task = asyncio.ensure_future(self.listen())
+        await asyncio.wait_for(self.ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.pubsub is not None:
+            try:
+                await self.pubsub.aclose()
+            except Exception:
+                pass
+
+    async def listen(self) -> None:
+        channel = keys.pubsub_channel(self.worker.name)
+        wait = 1.0
+        while True:
+            try:
+                self.pubsub = self.worker.connection.pubsub()
+                await self.pubsub.subscribe(channel)
+                self.ready.set()
+                wait = 1.0
+                while True:
+                    message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if message is not None:
+                        self.handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                logger.error('Worker %s: pubsub connection lost (%s); resubscribing in %.0fs', self.worker.name, e, wait)
+                self.ready.set()
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 60)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        try:
+            payload = parse_payload(message)
+        except Exception:
+            logger.warning('Worker %s: unreadable command %r', self.worker.name, message.get('data'))
+            return
+        command = payload.get('command')
+        worker = self.worker
+        if command == 'shutdown':
+            logger.info('Worker %s: received shutdown command', worker.name)
+            worker.request_stop()
+        elif command == 'stop-job':
+            job_id = payload.get('job_id')
+            if worker.stop_job(str(job_id)):
+                logger.info('Worker %s: stopping job %s', worker.name, job_id)
+            else:
+                logger.info('Worker %s: stop-job %s ignored, not running here', worker.name, job_id)
+        elif command == 'stop-execution':
+            execution_id = payload.get('execution_id')
+            if worker.stop_execution(str(execution_id)):
+                logger.info('Worker %s: stopping execution %s', worker.name, execution_id)
+            else:
+                logger.info('Worker %s: stop-execution %s ignored, not running here', worker.name, execution_id)
+        elif command == 'kill-horse':
+            # An asyncio worker has no horse; like rq's SimpleWorker it ignores the command.
+            logger.info('Worker %s: kill-horse ignored (no work horse)', worker.name)
+        else:
+            logger.info('Worker %s: unknown command %r ignored', worker.name, command)

@@ -1,0 +1,511 @@
+"""``aiorq_worker.Worker``: one rq worker identity whose in-flight jobs are its executions.
+
+Admission pops a job only when a slot is free (no prefetch), blocking in ``BLMOVE``/``BLPOP``
+when the queues are empty; each admitted job runs as its own task (see :mod:`.runner`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq.defaults import (
+    DEFAULT_JOB_MONITORING_INTERVAL,
+    DEFAULT_MAINTENANCE_TASK_INTERVAL,
+    DEFAULT_RESULT_TTL,
+    DEFAULT_WORKER_TTL,
+)
+from rq.exceptions import AbandonedJobError
+from rq.job import Job as RQJob
+from rq.serializers import resolve_serializer
+from rq.utils import now, utcformat
+from rq.version import VERSION as RQ_VERSION
+from rq.worker import WorkerStatus
+
+import aiorq
+from aiorq.connections import sync_connection
+from aiorq.protocol import execution as px
+from aiorq.protocol import maintenance
+
+from .commands import CommandListener
+from .heartbeat import Heartbeat
+from .runner import Runner
+from .state import WorkerState
+
+logger = logging.getLogger('aiorq.worker')
+
+DEFAULT_CONCURRENCY = 16
+Hook = Callable[['Worker'], Awaitable[None]]
+
+
+class StopWorker(Exception):
+    pass
+
+
+class Worker:
+    """An asyncio worker serving rq queues beside stock ``rq worker`` processes.
+
+    ``concurrency`` jobs run at once: coroutine functions as tasks on the loop, plain functions in
+    a thread pool of the same size. ``on_startup``/``on_shutdown`` coroutines receive the worker
+    and own resources shared by all jobs through ``worker.state`` (``get_worker_state()`` in a job).
+    """
+
+    def __init__(
+        self,
+        queues: str | aiorq.Queue | Sequence[str | aiorq.Queue],
+        connection: Redis | None = None,
+        *,
+        name: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        default_result_ttl: int = DEFAULT_RESULT_TTL,
+        worker_ttl: int | None = None,
+        job_monitoring_interval: int = DEFAULT_JOB_MONITORING_INTERVAL,
+        maintenance_interval: int = DEFAULT_MAINTENANCE_TASK_INTERVAL,
+        serializer: Any = None,
+        exception_handlers: Sequence[Callable[..., Any]] | Callable[..., Any] | None = None,
+        disable_default_exception_handler: bool = False,
+        log_job_description: bool = True,
+        dequeue_strategy: str = 'default',
+        on_startup: Sequence[Hook] | Hook | None = None,
+        on_shutdown: Sequence[Hook] | Hook | None = None,
+    ) -> None:
+        if isinstance(queues, (str, aiorq.Queue)):
+            queues = [queues]
+        names = [q.name if isinstance(q, aiorq.Queue) else q for q in queues]
+        if not names:
+            names = ['default']
+        if connection is None:
+            first = next((q for q in queues if isinstance(q, aiorq.Queue)), None)
+            connection = first.connection if first is not None else aiorq.get_current_connection()
+        if concurrency < 1:
+            raise ValueError('concurrency must be at least 1')
+        if dequeue_strategy not in ('default', 'random', 'round_robin'):
+            raise ValueError(f'Dequeue strategy {dequeue_strategy} is not allowed. Use `default`, `random` or `round_robin`.')
+        self.connection = connection
+        self.queue_names = names
+        self._ordered = list(names)
+        self.single = len(names) == 1
+        self.name = name or uuid.uuid4().hex
+        self.concurrency = concurrency
+        self.default_result_ttl = default_result_ttl
+        self.worker_ttl = worker_ttl or DEFAULT_WORKER_TTL
+        self.job_monitoring_interval = job_monitoring_interval
+        self.maintenance_interval = maintenance_interval
+        self.serializer = resolve_serializer(serializer)
+        if exception_handlers is None:
+            exception_handlers = []
+        elif callable(exception_handlers):
+            exception_handlers = [exception_handlers]
+        self.exception_handlers = list(exception_handlers)
+        self.disable_default_exception_handler = disable_default_exception_handler
+        self.log_job_description = log_job_description
+        self.dequeue_strategy = dequeue_strategy
+        self.on_startup = _hooks(on_startup)
+        self.on_shutdown = _hooks(on_shutdown)
+        self.state = WorkerState()
+        self.executions: dict[str, px.Execution] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.busy_threads = 0
+        self.successful_job_count = 0
+        self.failed_job_count = 0
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.ip_address = 'unknown'
+        self.birth = None
+        self.suspended = False
+        self.stop_requested = False
+        self.cold_shutdown = False
+        self._slot_freed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._blocking: Redis | None = None
+        self._blocking_id: int | None = None
+        self._blocked = False
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f'aiorq-{self.name[:8]}')
+        self.sync_connection = sync_connection(connection)
+        self.runner = Runner(self)
+        self.commands = CommandListener(self)
+        self.heartbeat: Heartbeat | None = None
+
+    def __repr__(self) -> str:
+        return f'<aiorq Worker {self.name} {self.queue_names}>'
+
+    # -- bookkeeping shared with the heartbeat thread and the runner ----------------------
+
+    @property
+    def key(self) -> str:
+        return aiorq.protocol.keys.worker(self.name)
+
+    def base_fields(self) -> dict[str, Any]:
+        stamp = utcformat(now())
+        return {
+            'birth': self.birth or stamp,
+            'last_heartbeat': stamp,
+            'queues': ','.join(self.queue_names),
+            'pid': self.pid,
+            'hostname': self.hostname,
+            'ip_address': self.ip_address,
+            'version': RQ_VERSION,
+            'python_version': sys.version,
+        }
+
+    def desired_state(self) -> str:
+        if self.executions:
+            return WorkerStatus.BUSY.value
+        if self.suspended:
+            return WorkerStatus.SUSPENDED.value
+        return WorkerStatus.IDLE.value
+
+    def in_flight(self) -> int:
+        # A plain job whose thread outlived its timeout or a stop still holds its thread.
+        return len(self.executions) + self.busy_threads
+
+    def track_thread(self, future: asyncio.Future[Any]) -> None:
+        self.busy_threads += 1
+
+        def done(_: Future[Any] | asyncio.Future[Any]) -> None:
+            self.busy_threads -= 1
+            self._slot_freed.set()
+
+        future.add_done_callback(done)
+
+    def execution_done(self, ex: px.Execution) -> None:
+        self.executions.pop(ex.id, None)
+        self.tasks.pop(ex.id, None)
+        self._slot_freed.set()
+
+    def log_start(self, ex: px.Execution) -> None:
+        if self.log_job_description:
+            logger.info('%s: %s (%s)', ex.queue, ex.job.description, ex.job.id)
+        else:
+            logger.info('%s: %s', ex.queue, ex.job.id)
+
+    def log_end(self, ex: px.Execution, outcome: str, error: bool = False) -> None:
+        if error:
+            self.failed_job_count += 1
+        else:
+            self.successful_job_count += 1
+        (logger.warning if error else logger.info)('%s: %s (%s)', ex.queue, outcome, ex.job.id)
+
+    def handle_exception(self, job: RQJob, exc_info: Any) -> None:
+        """Custom exception handlers, in order, until one returns a falsy value (rq's rule)."""
+        for handler in self.exception_handlers:
+            try:
+                keep_going = handler(job, *exc_info)
+            except Exception:
+                logger.exception('Exception handler %r raised', handler)
+                continue
+            if keep_going is not None and not keep_going:
+                break
+        if not self.disable_default_exception_handler:
+            logger.error('%s: job %s raised', job.origin, job.id, exc_info=exc_info)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Warm shutdown: stop admitting, let in-flight jobs finish. A second call cancels them."""
+        if self.stop_requested:
+            self.request_force_stop()
+            return
+        logger.info('Worker %s: warm shut down requested', self.name)
+        self.stop_requested = True
+        self._wake.set()
+        self._slot_freed.set()
+        if self.executions:
+            asyncio.ensure_future(self._note_shutdown_requested())
+        asyncio.ensure_future(self._unblock())
+
+    def request_force_stop(self) -> None:
+        logger.warning('Worker %s: cold shut down: cancelling %d jobs', self.name, len(self.tasks))
+        self.cold_shutdown = True
+        for task in list(self.tasks.values()):
+            task.cancel()
+
+    async def _note_shutdown_requested(self) -> None:
+        try:
+            await px.set_field(self.connection, self.name, 'shutdown_requested_date', utcformat(now()))
+        except Exception:
+            logger.debug('could not record shutdown_requested_date', exc_info=True)
+
+    async def _unblock(self) -> None:
+        """Wake a pop blocked in Redis (``CLIENT UNBLOCK`` from another connection)."""
+        if self._blocked and self._blocking_id is not None:
+            try:
+                await self.connection.client_unblock(self._blocking_id)
+            except Exception:
+                logger.debug('CLIENT UNBLOCK failed', exc_info=True)
+
+    def stop_job(self, job_id: str) -> bool:
+        found = False
+        for ex in list(self.executions.values()):
+            if ex.job.id == job_id:
+                found |= self.stop_execution(ex.id)
+        return found
+
+    def stop_execution(self, execution_id: str) -> bool:
+        ex = self.executions.get(execution_id)
+        task = self.tasks.get(execution_id)
+        if ex is None or task is None:
+            return False
+        ex.stopped = True
+        task.cancel()
+        return True
+
+    # -- the work loop ----------------------------------------------------------------------
+
+    async def work(self, burst: bool = False, max_jobs: int | None = None, max_idle_time: int | None = None) -> bool:
+        """Serve the queues until stopped (or, in burst mode, until they are empty and nothing runs).
+
+        ``max_jobs`` counts admitted jobs: the worker stops admitting at that number and exits once
+        they finished. ``max_idle_time`` is measured while no job is in flight.
+        """
+        if await aiorq.is_suspended(self.connection) and not burst:
+            raise StopWorker('Workers are suspended (rq suspend); run `rq resume` first')
+        await self.bootstrap()
+        admitted = 0
+        try:
+            admitted = await self.admit(burst, max_jobs, max_idle_time)
+            await self.drain()
+        finally:
+            await self.teardown()
+        return admitted > 0
+
+    async def bootstrap(self) -> None:
+        self._blocking = Redis(
+            connection_pool=self.connection.connection_pool.__class__(
+                connection_class=self.connection.connection_pool.connection_class,
+                **{**self.connection.connection_pool.connection_kwargs, 'socket_timeout': None},
+            ),
+            single_connection_client=True,
+        )
+        self.ip_address = await px.client_address(self._blocking, self.name)
+        self.birth = utcformat(now())
+        await px.register_birth(self.connection, self.name, self.queue_names, self.base_fields(), self.worker_ttl + 60)
+        logger.info('Worker %s: started with PID %d, aiorq %s', self.name, self.pid, aiorq.VERSION)
+        await self.commands.start()
+        await px.set_state(self.connection, self.name, WorkerStatus.STARTED.value)
+        logger.info('*** Listening on %s...', ', '.join(self.queue_names))
+        self.heartbeat = Heartbeat(self, sync_connection(self.connection))
+        self.heartbeat.start()
+        for hook in self.on_startup:
+            await hook(self)
+        self._last_maintenance = 0.0
+
+    async def teardown(self) -> None:
+        for hook in self.on_shutdown:
+            try:
+                await hook(self)
+            except Exception:
+                logger.exception('Shutdown hook %r raised', hook)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            await asyncio.to_thread(self.heartbeat.join, 5)
+        await self.commands.stop()
+        try:
+            await px.register_death(self.connection, self.name, self.queue_names)
+        except Exception:
+            logger.exception('Worker %s: could not register death', self.name)
+        if self._blocking is not None:
+            await self._blocking.aclose()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.sync_connection.close()
+        logger.info('Worker %s: stopped', self.name)
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.wait(list(self.tasks.values()))
+
+    async def maybe_maintain(self) -> None:
+        if time.monotonic() - self._last_maintenance < self.maintenance_interval and self._last_maintenance:
+            return
+        self._last_maintenance = time.monotonic()
+        for queue_name in self.queue_names:
+            try:
+                await maintenance.maintain_queue(
+                    self.connection, queue_name, serializer=self.serializer,
+                    on_abandoned=self._abandoned, on_stuck=self._stuck,
+                )
+            except (RedisConnectionError, RedisTimeoutError):
+                raise
+            except Exception:
+                logger.exception('Worker %s: maintenance of %s failed', self.name, queue_name)
+
+    async def _abandoned(self, job: RQJob) -> None:
+        cb = job.failure_callback
+        args = (AbandonedJobError, AbandonedJobError(), None)
+        if cb is not None:
+            await self.runner.callback(job, cb, job.failure_callback_timeout, *args)
+        self.handle_exception(job, args)
+
+    async def _stuck(self, queue_name: str, job_id: str) -> None:
+        try:
+            job = await aiorq.protocol.jobs.fetch(self.connection, job_id, self.serializer)
+        except Exception:
+            return
+        await px.finish_failure(self.connection, self.name, job, None, 'Job was stuck in intermediate queue.')
+
+    async def check_suspension(self, burst: bool) -> bool:
+        """True while ``rq suspend`` is in force (state ``suspended`` when nothing runs)."""
+        ttl = self.job_monitoring_interval + 60 if self.executions else self.worker_ttl + 60
+        suspended = await px.heartbeat_and_check_suspended(self.connection, self.name, ttl)
+        if suspended and not self.suspended:
+            logger.info('Worker %s: suspended, run `rq resume` to resume', self.name)
+            if burst:
+                logger.info('Worker %s: suspended in burst mode, exiting', self.name)
+        if suspended != self.suspended and not self.executions:
+            await px.set_state(self.connection, self.name, WorkerStatus.SUSPENDED.value if suspended else WorkerStatus.IDLE.value)
+        self.suspended = suspended
+        return suspended
+
+    def reorder(self, served: str) -> None:
+        if self.dequeue_strategy == 'round_robin':
+            pos = self._ordered.index(served)
+            self._ordered = self._ordered[pos + 1 :] + self._ordered[: pos + 1]
+        elif self.dequeue_strategy == 'random':
+            random.shuffle(self._ordered)
+
+    async def wait_for_slot(self) -> None:
+        while self.in_flight() >= self.concurrency and not self.stop_requested:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    async def admit(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
+        admitted = 0
+        backoff = 1.0
+        idle_since = time.monotonic()
+        while not self.stop_requested:
+            try:
+                if await self.check_suspension(burst):
+                    if burst:
+                        break
+                    await self._sleep(1)
+                    continue
+                await self.maybe_maintain()
+                await self.wait_for_slot()
+                if self.stop_requested:
+                    break
+                want = self.concurrency - self.in_flight()
+                if max_jobs is not None:
+                    want = min(want, max_jobs - admitted)
+                popped = await px.pop(self.connection, self._ordered, want, self.single)
+                if not popped:
+                    if self.executions:
+                        # Jobs are running: wait for one to end rather than block in Redis,
+                        # so burst mode and max_jobs see the queue state after each finish.
+                        if burst:
+                            self._slot_freed.clear()
+                            await self._slot_freed.wait()
+                            continue
+                    elif burst:
+                        break
+                    await px.set_state(self.connection, self.name, self.desired_state())
+                    timeout = max(1, self.worker_ttl - 15)
+                    if max_idle_time is not None and not self.executions:
+                        left = max_idle_time - (time.monotonic() - idle_since)
+                        if left <= 0:
+                            logger.info('Worker %s: idle for %d seconds, quitting', self.name, max_idle_time)
+                            break
+                        timeout = max(1, min(timeout, int(left + 0.999)))
+                    one = await self.blocking_pop(timeout, burst)
+                    if one is None:
+                        continue
+                    popped = [one]
+                if self.stop_requested or self.suspended:
+                    for queue_name, job_id in popped:
+                        await px.push_back(self.connection, queue_name, job_id, self.single)
+                    continue
+                backoff = 1.0
+                admitted += await self.start(popped)
+                idle_since = time.monotonic()
+                self.reorder(popped[-1][0])
+                if max_jobs is not None and admitted >= max_jobs:
+                    logger.info('Worker %s: admitted %d jobs, quitting once they finish', self.name, admitted)
+                    break
+            except (RedisConnectionError, RedisTimeoutError) as e:
+                logger.error('Worker %s: Redis unreachable (%s); retrying in %.0fs', self.name, e, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 60)
+        return admitted
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def blocking_pop(self, timeout: float, burst: bool) -> tuple[str, str] | None:
+        """Block in Redis for one id; suspension and shutdown wake it through ``CLIENT UNBLOCK``."""
+        assert self._blocking is not None
+        self._blocking_id = int(await self._blocking.client_id())
+        watcher = asyncio.ensure_future(self._watch_suspension())
+        self._blocked = True
+        try:
+            if self.stop_requested:
+                return None
+            return await px.blocking_pop(self._blocking, self._ordered, timeout, self.single)
+        finally:
+            self._blocked = False
+            watcher.cancel()
+
+    async def _watch_suspension(self) -> None:
+        """While blocked in a pop, notice ``rq suspend`` within a second."""
+        while True:
+            await asyncio.sleep(1)
+            if await aiorq.is_suspended(self.connection):
+                self.suspended = True
+                await self._unblock()
+                return
+
+    async def start(self, popped: list[tuple[str, str]]) -> int:
+        executions, broken = await px.start_executions(
+            self.connection, self.name, popped, interval=self.job_monitoring_interval,
+            single=self.single, serializer=self.serializer,
+        )
+        for queue_name, job_id, error in broken:
+            logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
+            await px.fail_unstarted(
+                self.connection, self.name, queue_name, job_id, f'Job {job_id} could not be read: {error!r}'
+            )
+        for ex in executions:
+            self.executions[ex.id] = ex
+            self.tasks[ex.id] = asyncio.ensure_future(self.runner.run(ex))
+        return len(executions) + len(broken)
+
+
+def _hooks(value: Sequence[Hook] | Hook | None) -> list[Hook]:
+    if value is None:
+        return []
+    if callable(value):
+        return [value]
+    return list(value)
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """First SIGINT/SIGTERM: warm shutdown; a second (after 1 s): cold shutdown."""
+    loop = asyncio.get_running_loop()
+    first: list[float] = []
+
+    def handle(signum: int) -> None:
+        if first and time.monotonic() - first[0] < 1:
+            return
+        if not first:
+            first.append(time.monotonic())
+            worker.request_stop()
+        else:
+            worker.request_force_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handle, sig)
