@@ -341,6 +341,12 @@ class Worker:
                 raise
             except Exception:
                 logger.exception('Worker %s: maintenance of %s failed', self.name, queue_name)
+        try:
+            await maintenance.clean_groups(self.connection, self.maintenance_interval)
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except Exception:
+            logger.exception('Worker %s: group maintenance failed', self.name)
 
     async def _abandoned(self, job: RQJob) -> None:
         cb = job.failure_callback

@@ -25,7 +25,9 @@ def _stream_value(field: bytes, value: bytes) -> Any:
         return '<exec>'
     if field == b'exc_string' and value:
         text = zlib.decompress(base64.b64decode(value))
-        return ('exc', TEXT_TIME.sub(b'<time>', text))
+        # Tracebacks differ in their frames between workers; the final line names the error.
+        last = [line for line in text.strip().splitlines() if line.strip()][-1:] or [b'']
+        return ('exc', TEXT_TIME.sub(b'<time>', last[0]))
     return value
 
 

@@ -71,3 +71,97 @@ def stock_progress(n: int) -> int:
     job.meta['progress'] = n
     job.save_meta()
     return n * 2
+
+
+def returns_retry() -> object:
+    import rq
+
+    return rq.Retry(max=1)
+
+
+def returns_none() -> None:
+    return None
+
+
+def record_success(job: object, connection: object, result: object) -> None:
+    connection.sadd('callbacks', f'success:{job.id}:{result}')  # type: ignore[attr-defined]
+
+
+def record_failure(job: object, connection: object, *exc_info: object) -> None:
+    connection.sadd('callbacks', f'failure:{job.id}:{exc_info[0].__name__}')  # type: ignore[attr-defined,union-attr]
+
+
+def sleep_for(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+async def async_sleep_for(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def unpicklable_result() -> object:
+    import threading
+
+    return threading.Lock()
+
+
+# -- recording jobs for the fleet and fault tests: each run appends its job id to the list `ran` ---------
+
+
+def _record_sync() -> None:
+    import rq
+
+    job = rq.get_current_job()
+    assert job is not None
+    job.connection.rpush('ran', job.id)
+
+
+async def _record_async() -> None:
+    import aiorq
+
+    job = aiorq.get_current_job()
+    assert job is not None
+    await job.connection.rpush('ran', job.id)
+
+
+def record_add(a: int, b: int) -> int:
+    """``add`` that records its run (plain function)."""
+    _record_sync()
+    return add(a, b)
+
+
+async def record_async_add(a: int, b: int) -> int:
+    """``async_add`` that records its run (coroutine)."""
+    await _record_async()
+    return await async_add(a, b)
+
+
+async def record_sleep(ms: int) -> int:
+    """A coroutine that records its run, then sleeps ``ms`` milliseconds."""
+    await _record_async()
+    await asyncio.sleep(ms / 1000)
+    return ms
+
+
+def record_fail(message: str = 'boom') -> None:
+    """``fail`` that records its run first."""
+    _record_sync()
+    fail(message)
+
+
+async def slow_from_redis() -> float:
+    """Records its run, then sleeps for ``GET sleep_seconds`` seconds (30 when unset): a test can
+    shorten the sleep of jobs already enqueued (their arguments cannot change)."""
+    import aiorq
+
+    job = aiorq.get_current_job()
+    assert job is not None
+    await job.connection.rpush('ran', job.id)
+    raw = await job.connection.get('sleep_seconds')
+    seconds = 30.0 if raw is None else float(raw)
+    await asyncio.sleep(seconds)
+    return seconds

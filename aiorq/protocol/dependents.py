@@ -98,17 +98,30 @@ async def enqueue_ready_jobs(
             await conn.zrem(ready_key, job_id)
             continue
         try:
+            if await _claim_and_enqueue(conn, ready_key, job, queue_name, default_timeout):
+                enqueued.append(job)
+        except Exception:
+            logger.exception('Failed to enqueue ready job %s; leaving it in the ready registry', job_id)
+    return enqueued
+
+
+async def _claim_and_enqueue(conn: Redis, ready_key: str, job: RQJob, queue_name: str, default_timeout: int) -> bool:
+    """Claim one ready id with WATCH + ZSCORE and push it. rq gives up on the first
+    ``WatchError``; with concurrent finishes the registry key changes often, so the claim is
+    retried a few times (a claim taken by someone else shows as a missing ZSCORE)."""
+    for _ in range(10):
+        try:
             async with conn.pipeline(transaction=True) as pipe:
                 await pipe.watch(ready_key, keys.job(job.id))
                 if await pipe.zscore(ready_key, job.id) is None:
                     await pipe.unwatch()
-                    continue
+                    return False
                 status = parse_status(await pipe.hget(keys.job(job.id), 'status'))
                 if status != JobStatus.READY_TO_ENQUEUE:
                     pipe.multi()
                     pipe.zrem(ready_key, job.id)
                     await pipe.execute()
-                    continue
+                    return False
                 pipe.multi()
                 pipe.zrem(ready_key, job.id)
                 if job.has_rate_limit:
@@ -116,14 +129,11 @@ async def enqueue_ready_jobs(
                 else:
                     buffer_enqueue(pipe, job, queue_name, default_timeout, job.should_enqueue_at_front())
                 await pipe.execute()
+                return True
         except WatchError:
-            logger.info('Ready job %s changed while enqueueing; skipping for now', job_id)
             continue
-        except Exception:
-            logger.exception('Failed to enqueue ready job %s; leaving it in the ready registry', job_id)
-            continue
-        enqueued.append(job)
-    return enqueued
+    logger.info('Ready job %s kept changing while enqueueing; left for maintenance', job.id)
+    return False
 
 
 async def enqueue_ready_by_queue(conn: Redis, mapping: dict[str, list[str]], serializer: object = None) -> None:

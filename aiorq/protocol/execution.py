@@ -489,6 +489,7 @@ async def finish_returned_retry(
 ) -> tuple[bool, bool]:
     """§4.12 return-based retry. Returns (committed, exhausted)."""
     job = ex.job
+    job._result = retry  # rq's plain saves after a run carry the legacy ``result`` field
     batch = Batch()
     batch.guard_member(keys.registry('started', ex.queue), ex.member)
     exhausted = bool(job.number_of_retries and job.number_of_retries >= retry.max)

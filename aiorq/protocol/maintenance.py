@@ -27,13 +27,7 @@ async def release_cleaning_lock(conn: Redis, queue_name: str) -> None:
 async def clean_worker_registry(conn: Redis, queue_name: str) -> None:
     """Drop workers whose hash expired from ``rq:workers:<q>`` and ``rq:workers``."""
     members = sorted(as_text(k) for k in cast(set[bytes], await conn.smembers(keys.workers_by_queue(queue_name))))
-    if not members or await conn.exists(*members) == len(members):
-        return
-    async with conn.pipeline(transaction=False) as pipe:
-        for member in members:
-            pipe.exists(member)
-        found = await pipe.execute()
-    missing = [m for m, e in zip(members, found) if not e]
+    missing = await missing_keys(conn, members)
     for start in range(0, len(missing), 1000):
         chunk = missing[start : start + 1000]
         async with conn.pipeline(transaction=True) as pipe:
@@ -83,4 +77,42 @@ async def maintain_queue(
         await clean_intermediate(conn, queue_name, on_stuck)
     finally:
         await release_cleaning_lock(conn, queue_name)
+    return True
+
+
+async def missing_keys(conn: Redis, candidates: list[str]) -> list[str]:
+    """``rq.utils.missing_keys``: one multi-key ``EXISTS``, per key only if some are missing."""
+    if not candidates or await conn.exists(*candidates) == len(candidates):
+        return []
+    async with conn.pipeline(transaction=False) as pipe:
+        for key in candidates:
+            pipe.exists(key)
+        found = await pipe.execute()
+    return [k for k, e in zip(candidates, found) if not e]
+
+
+async def clean_groups(conn: Redis, maintenance_interval: int) -> bool:
+    """Group maintenance under the global, never-released ``rq:clean_groups`` lock."""
+    if not await conn.set(keys.CLEAN_GROUPS, 1, nx=True, ex=max(int(maintenance_interval) - 1, 1)):
+        return False
+    names = []
+    for raw in cast(set[bytes], await conn.smembers(keys.GROUPS)):
+        name = as_text(raw)
+        if not await conn.exists(keys.group(name)):
+            await conn.srem(keys.GROUPS, name)
+            continue
+        names.append(name)
+    for name in names:
+        members = {keys.job(as_text(m)): as_text(m) for m in cast(set[bytes], await conn.smembers(keys.group(name)))}
+        expired = [members[k] for k in await missing_keys(conn, list(members))]
+        if expired:
+            await conn.srem(keys.group(name), *expired)
+    if names:
+        async with conn.pipeline(transaction=True) as pipe:
+            for name in names:
+                pipe.exists(keys.group(name))
+            exists = await pipe.execute()
+        empty = [n for n, e in zip(names, exists) if not e]
+        if empty:
+            await conn.srem(keys.GROUPS, *empty)
     return True
