@@ -21,13 +21,13 @@ from rq.defaults import (
 )
 from rq.utils import import_attribute
 
-from .worker import DEFAULT_CONCURRENCY, StopWorker, Worker, install_signal_handlers
+from .worker import DEFAULT_CONCURRENCY, SuspendedError, Worker, install_signal_handlers
 
 
 def _redis(url: str | None, config: dict[str, Any], connection_class: str | None) -> Any:
     from redis.asyncio import Redis
 
-    cls = import_attribute(connection_class) if connection_class else Redis
+    cls: Any = import_attribute(connection_class) if connection_class else Redis
     url = url or config.get('REDIS_URL')
     if url:
         return cls.from_url(url)
@@ -58,15 +58,30 @@ def main() -> None:
 @click.option('--name', '-n', help='Specify a different name')
 @click.option('--results-ttl', type=int, default=DEFAULT_RESULT_TTL, help='Default results timeout to be used')
 @click.option('--worker-ttl', type=int, default=DEFAULT_WORKER_TTL, help='Worker timeout to be used')
-@click.option('--job-monitoring-interval', type=int, default=DEFAULT_JOB_MONITORING_INTERVAL,
-              help='Default job monitoring interval to be used')
-@click.option('--maintenance-interval', type=int, default=DEFAULT_MAINTENANCE_TASK_INTERVAL,
-              help='Maintenance task interval (in seconds) to be used')
+@click.option(
+    '--job-monitoring-interval',
+    type=int,
+    default=DEFAULT_JOB_MONITORING_INTERVAL,
+    help='Default job monitoring interval to be used',
+)
+@click.option(
+    '--maintenance-interval',
+    type=int,
+    default=DEFAULT_MAINTENANCE_TASK_INTERVAL,
+    help='Maintenance task interval (in seconds) to be used',
+)
 @click.option('--max-jobs', type=int, default=None, help='Maximum number of jobs to admit before quitting')
 @click.option('--max-idle-time', type=int, default=None, help='Maximum seconds to stay idle before quitting')
-@click.option('--serializer', '-S', default=None, help='Path to serializer, defaults to rq.serializers.DefaultSerializer')
-@click.option('--dequeue-strategy', '-ds', default='default',
-              type=click.Choice(['default', 'round_robin', 'random']), help='Sets a custom stratey to dequeue from multiple queues')
+@click.option(
+    '--serializer', '-S', default=None, help='Path to serializer, defaults to rq.serializers.DefaultSerializer'
+)
+@click.option(
+    '--dequeue-strategy',
+    '-ds',
+    default='default',
+    type=click.Choice(['default', 'round_robin', 'random']),
+    help='Sets a custom stratey to dequeue from multiple queues',
+)
 @click.option('--logging_level', type=str, default='INFO', help='Set logging level')
 @click.option('--log-format', type=str, default=DEFAULT_LOGGING_FORMAT, help='Set the format of the logs')
 @click.option('--date-format', type=str, default=DEFAULT_LOGGING_DATE_FORMAT, help='Set the date format of the logs')
@@ -81,12 +96,23 @@ def main() -> None:
 @click.option('--queue-class', help='Queue class to use (accepted for compatibility)')
 @click.option('--connection-class', help='redis.asyncio client class to use')
 @click.option('--with-scheduler', is_flag=True, help='Run the scheduler (not supported yet)')
-@click.option('--concurrency', type=int, default=DEFAULT_CONCURRENCY, show_default=True,
-              help='Jobs in flight at once (coroutines on the loop, plain functions in threads)')
-@click.option('--sync-jobs', type=click.Choice(['thread']), default='thread', show_default=True,
-              help='How plain functions run')
-@click.option('--loop', 'loop_name', type=click.Choice(['uvloop', 'asyncio']), default=None,
-              help='Event loop (uvloop when installed)')
+@click.option(
+    '--concurrency',
+    type=int,
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help='Jobs in flight at once (coroutines on the loop, plain functions in threads)',
+)
+@click.option(
+    '--sync-jobs', type=click.Choice(['thread']), default='thread', show_default=True, help='How plain functions run'
+)
+@click.option(
+    '--loop',
+    'loop_name',
+    type=click.Choice(['uvloop', 'asyncio']),
+    default=None,
+    help='Event loop (uvloop when installed)',
+)
 @click.argument('queues', nargs=-1)
 def worker(**options: Any) -> None:
     """Starts an aiorq worker on QUEUES (default: ``default``)."""
@@ -103,8 +129,11 @@ def _logging(options: dict[str, Any], config: dict[str, Any]) -> None:
 
 def run(options: dict[str, Any]) -> int:
     if options['with_scheduler']:
-        click.echo('aiorq worker: --with-scheduler is not supported yet; run a stock `rq worker --with-scheduler` '
-                   'beside it for scheduled jobs', err=True)
+        click.echo(
+            'aiorq worker: --with-scheduler is not supported yet; run a stock `rq worker --with-scheduler` '
+            'beside it for scheduled jobs',
+            err=True,
+        )
         return 2
     for path in reversed(options['path']):
         sys.path.insert(0, path)
@@ -146,7 +175,7 @@ def run(options: dict[str, Any]) -> int:
             install_signal_handlers(w)
             await w.work(burst=options['burst'], max_jobs=options['max_jobs'], max_idle_time=options['max_idle_time'])
             return 0
-        except StopWorker as e:
+        except SuspendedError as e:
             click.echo(str(e), err=True)
             return 1
         finally:

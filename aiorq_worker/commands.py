@@ -56,7 +56,9 @@ class CommandListener:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                logger.error('Worker %s: pubsub connection lost (%s); resubscribing in %.0fs', self.worker.name, e, wait)
+                logger.error(
+                    'Worker %s: pubsub connection lost (%s); resubscribing in %.0fs', self.worker.name, e, wait
+                )
                 self.ready.set()
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 60)

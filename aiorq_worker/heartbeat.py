@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -58,7 +58,7 @@ class Heartbeat(threading.Thread):
 
     def _repair(self, results: list[object], chunk: list[px.Execution], ttl: int) -> None:
         """An ``HSET`` that created a hash means it had expired or been deleted meanwhile."""
-        fixes = []
+        fixes: list[tuple[str, px.Execution | None]] = []
         if results and results[0] == 1:
             fixes.append(('worker', None))
         # Four worker-level commands come first, then six per execution, the job's HSET last.
@@ -69,10 +69,11 @@ class Heartbeat(threading.Thread):
         if not fixes:
             return
         with self.connection.pipeline(transaction=True) as pipe:
-            for kind, ex in fixes:
-                if kind == 'job' and ex is not None:
-                    pipe.delete(keys.job(ex.job.id))
+            for kind, fixed in fixes:
+                if kind == 'job' and fixed is not None:
+                    pipe.delete(keys.job(fixed.job.id))
                 else:
-                    pipe.hset(keys.worker(self.worker.name), mapping=self.worker.base_fields())
+                    fields: dict[Any, Any] = self.worker.base_fields()
+                    pipe.hset(keys.worker(self.worker.name), mapping=fields)
                     pipe.expire(keys.worker(self.worker.name), ttl)
             pipe.execute()

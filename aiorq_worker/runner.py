@@ -38,10 +38,6 @@ ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType 
 STOPPED_EXC = 'Job stopped by user, work-horse terminated.'
 
 
-class Stopped(Exception):
-    """Raised into the outcome path when a stop command ended the job."""
-
-
 def timeout_of(job: rq.job.Job) -> float | None:
     timeout = job.timeout or aiorq.Queue.DEFAULT_TIMEOUT
     return None if timeout == -1 else float(timeout)
@@ -182,7 +178,11 @@ class Runner:
         retrying = job.should_retry
         committed = await self.durably(
             lambda: px.finish_failure(
-                worker.connection, worker.name, job, ex, exc_string,
+                worker.connection,
+                worker.name,
+                job,
+                ex,
+                exc_string,
                 record=not worker.disable_default_exception_handler,
             )
         )
@@ -198,7 +198,9 @@ class Runner:
             await self.callback(job, job.stopped_callback, job.stopped_callback_timeout)
         except Exception:
             logger.exception('Job %s: stopped callback raised', job.id)
-        await self.durably(lambda: px.finish_failure(worker.connection, worker.name, job, ex, STOPPED_EXC, stopped=True))
+        await self.durably(
+            lambda: px.finish_failure(worker.connection, worker.name, job, ex, STOPPED_EXC, stopped=True)
+        )
         worker.log_end(ex, 'Job stopped', error=True)
 
     async def finish_abandoned(self, ex: px.Execution) -> None:
@@ -231,6 +233,8 @@ class Runner:
             try:
                 return await write()
             except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-                logger.error('Worker %s: could not record an outcome (%s); retrying in %.0fs', self.worker.name, e, wait)
+                logger.error(
+                    'Worker %s: could not record an outcome (%s); retrying in %.0fs', self.worker.name, e, wait
+                )
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 60)

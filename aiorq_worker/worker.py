@@ -51,8 +51,8 @@ DEFAULT_CONCURRENCY = 16
 Hook = Callable[['Worker'], Awaitable[None]]
 
 
-class StopWorker(Exception):
-    pass
+class SuspendedError(Exception):
+    """Raised by :meth:`Worker.work` when workers are suspended (``rq suspend``)."""
 
 
 class Worker:
@@ -93,7 +93,9 @@ class Worker:
         if concurrency < 1:
             raise ValueError('concurrency must be at least 1')
         if dequeue_strategy not in ('default', 'random', 'round_robin'):
-            raise ValueError(f'Dequeue strategy {dequeue_strategy} is not allowed. Use `default`, `random` or `round_robin`.')
+            raise ValueError(
+                f'Dequeue strategy {dequeue_strategy} is not allowed. Use `default`, `random` or `round_robin`.'
+            )
         self.connection = connection
         self.queue_names = names
         self._ordered = list(names)
@@ -124,7 +126,7 @@ class Worker:
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.ip_address = 'unknown'
-        self.birth = None
+        self.birth: str | None = None
         self.suspended = False
         self.stop_requested = False
         self.cold_shutdown = False
@@ -272,7 +274,7 @@ class Worker:
         they finished. ``max_idle_time`` is measured while no job is in flight.
         """
         if await aiorq.is_suspended(self.connection) and not burst:
-            raise StopWorker('Workers are suspended (rq suspend); run `rq resume` first')
+            raise SuspendedError('Workers are suspended (rq suspend); run `rq resume` first')
         await self.bootstrap()
         admitted = 0
         try:
@@ -334,8 +336,11 @@ class Worker:
         for queue_name in self.queue_names:
             try:
                 await maintenance.maintain_queue(
-                    self.connection, queue_name, serializer=self.serializer,
-                    on_abandoned=self._abandoned, on_stuck=self._stuck,
+                    self.connection,
+                    queue_name,
+                    serializer=self.serializer,
+                    on_abandoned=self._abandoned,
+                    on_stuck=self._stuck,
                 )
             except (RedisConnectionError, RedisTimeoutError):
                 raise
@@ -371,7 +376,9 @@ class Worker:
             if burst:
                 logger.info('Worker %s: suspended in burst mode, exiting', self.name)
         if suspended != self.suspended and not self.executions:
-            await px.set_state(self.connection, self.name, WorkerStatus.SUSPENDED.value if suspended else WorkerStatus.IDLE.value)
+            await px.set_state(
+                self.connection, self.name, WorkerStatus.SUSPENDED.value if suspended else WorkerStatus.IDLE.value
+            )
         self.suspended = suspended
         return suspended
 
@@ -428,7 +435,8 @@ class Worker:
                     if one is None:
                         continue
                     popped = [one]
-                if self.stop_requested or self.suspended:
+                if self.stop_requested or await aiorq.is_suspended(self.connection):
+                    # Popped while stopping or suspended: put it back rather than run it.
                     for queue_name, job_id in popped:
                         await px.push_back(self.connection, queue_name, job_id, self.single)
                     continue
@@ -471,19 +479,22 @@ class Worker:
         while True:
             await asyncio.sleep(1)
             if await aiorq.is_suspended(self.connection):
-                self.suspended = True
                 await self._unblock()
                 return
 
     async def start(self, popped: list[tuple[str, str]]) -> int:
         executions, broken = await px.start_executions(
-            self.connection, self.name, popped, interval=self.job_monitoring_interval,
-            single=self.single, serializer=self.serializer,
+            self.connection,
+            self.name,
+            popped,
+            interval=self.job_monitoring_interval,
+            single=self.single,
+            serializer=self.serializer,
         )
-        for queue_name, job_id, error in broken:
+        for queue_name, job_id, exec_id, error in broken:
             logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
             await px.fail_unstarted(
-                self.connection, self.name, queue_name, job_id, f'Job {job_id} could not be read: {error!r}'
+                self.connection, self.name, queue_name, job_id, exec_id, f'Job {job_id} could not be read: {error!r}'
             )
         for ex in executions:
             self.executions[ex.id] = ex

@@ -165,3 +165,34 @@ async def slow_from_redis() -> float:
     seconds = 30.0 if raw is None else float(raw)
     await asyncio.sleep(seconds)
     return seconds
+
+
+async def track_concurrency(seconds: float) -> int:
+    """Counts how many of these run at once (key ``running``, peak in ``peak``)."""
+    import aiorq
+
+    job = aiorq.get_current_job()
+    assert job is not None
+    conn = job.connection
+    now_running = await conn.incr('running')
+    await conn.eval(
+        "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+        "redis.call('SET', KEYS[1], ARGV[1]) end",
+        1,
+        'peak',
+        now_running,
+    )
+    await asyncio.sleep(seconds)
+    await conn.decr('running')
+    return int(now_running)
+
+
+async def uses_worker_state() -> str:
+    from aiorq_worker import get_worker_state
+
+    return str(get_worker_state().greeting)
+
+
+async def async_fail() -> None:
+    await asyncio.sleep(0)
+    raise KeyError('async boom')

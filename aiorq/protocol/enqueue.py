@@ -20,6 +20,9 @@ from . import keys, scripts
 from .codec import mapping, parse_status
 
 Pipe = Pipeline
+# Where buffered writes go: a transactional pipeline or a :class:`aiorq.protocol.batch.Batch`
+# (both offer the same command methods).
+Sink = Any
 
 
 def _check(job: RQJob, pipeline: Pipe | None, unique: bool) -> None:
@@ -34,7 +37,7 @@ def _check(job: RQJob, pipeline: Pipe | None, unique: bool) -> None:
         raise ValueError('rate-limited jobs cannot be enqueued with a pipeline')
 
 
-def buffer_cleanup(pipe: Pipe, job: RQJob, ttl: int | None) -> None:
+def buffer_cleanup(pipe: Sink, job: RQJob, ttl: int | None) -> None:
     """``Job.cleanup(ttl)`` for a positive ttl: expire the hash and both dependency sets."""
     if ttl is not None and ttl > 0:
         pipe.expire(keys.job(job.id), ttl)
@@ -42,7 +45,7 @@ def buffer_cleanup(pipe: Pipe, job: RQJob, ttl: int | None) -> None:
         pipe.expire(keys.dependencies(job.id), ttl)
 
 
-def buffer_persist(pipe: Pipe, job: RQJob, status: JobStatus) -> None:
+def buffer_persist(pipe: Sink, job: RQJob, status: JobStatus) -> None:
     """``Queue._persist_job``: status, full mapping, ttl."""
     job._status = status
     pipe.hset(keys.job(job.id), 'status', status.value)
@@ -58,7 +61,7 @@ def prepare_for_queue(job: RQJob, queue_name: str, default_timeout: int) -> None
     job._status = JobStatus.QUEUED
 
 
-def buffer_enqueue(pipe: Pipe, job: RQJob, queue_name: str, default_timeout: int, at_front: bool) -> None:
+def buffer_enqueue(pipe: Sink, job: RQJob, queue_name: str, default_timeout: int, at_front: bool) -> None:
     """4.1 step 3 (also used by the ready drain, retries and the scheduler)."""
     was_deferred = job._status == JobStatus.DEFERRED
     prepare_for_queue(job, queue_name, default_timeout)

@@ -41,6 +41,8 @@ for i = 0, n - 1 do
     local job_id, exec_id = ARGV[7 + i * 2], ARGV[8 + i * 2]
     local raw = redis.call('HGETALL', jk)
     if #raw == 0 then
+        -- The hash vanished (expired or deleted) while queued: nothing to run, nothing to keep.
+        if lrem == '1' then redis.call('LREM', ik, 1, job_id) end
         table.insert(out, {job_id, {}})
     else
         local timeout = 180
@@ -151,7 +153,7 @@ async def register_birth(conn: Redis, name: str, queue_names: list[str], fields:
         raise ValueError(f'There exists an active worker named {name!r} already')
     async with conn.pipeline(transaction=True) as pipe:
         pipe.delete(key)
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping=cast(dict[Any, Any], fields))
         pipe.sadd(keys.WORKERS, key)
         for q in queue_names:
             pipe.sadd(keys.workers_by_queue(q), key)
@@ -216,7 +218,7 @@ async def blocking_pop(conn: Redis, queue_names: list[str], timeout: float, sing
     """``BLMOVE`` into the intermediate list (one queue) or ``BLPOP`` (several), as rq does."""
     if single:
         q = queue_names[0]
-        job_id = await conn.blmove(keys.queue(q), keys.intermediate(q), timeout, 'LEFT', 'RIGHT')
+        job_id = await conn.blmove(keys.queue(q), keys.intermediate(q), int(timeout), 'LEFT', 'RIGHT')
         return None if job_id is None else (q, as_text(job_id))
     result = cast(Any, await conn.blpop([keys.queue(q) for q in queue_names], timeout))
     if result is None:
@@ -241,7 +243,7 @@ async def start_executions(
     interval: int,
     single: bool,
     serializer: Any = None,
-) -> tuple[list[Execution], list[tuple[str, str, Exception]]]:
+) -> tuple[list[Execution], list[tuple[str, str, str, Exception]]]:
     """Start every popped id in one script. Returns the executions and the ids that could not
     be decoded (their start was written; the caller fails them) — a vanished hash is skipped."""
     ts_dt = now()
@@ -262,7 +264,7 @@ async def start_executions(
         argv += [job_id, exec_id]
     rows = await scripts.run(conn, START_SCRIPT, ks, argv)
     started: list[Execution] = []
-    broken: list[tuple[str, str, Exception]] = []
+    broken: list[tuple[str, str, str, Exception]] = []
     for (queue_name, job_id), exec_id, (_, flat) in zip(popped, exec_ids, rows):
         if not flat:
             logger.warning('Job %s vanished from Redis before it could start; skipped', job_id)
@@ -271,7 +273,7 @@ async def start_executions(
         try:
             job = restore_job(job_id, raw, serializer)
         except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
-            broken.append((queue_name, job_id, e))
+            broken.append((queue_name, job_id, exec_id, e))
             continue
         job.worker_name = worker_name
         job.last_heartbeat = ts_dt
@@ -315,7 +317,9 @@ def _counters(sink: Any, worker_name: str, job: RQJob, success: bool) -> None:
     field_name = 'successful_job_count' if success else 'failed_job_count'
     sink.hincrby(keys.worker(worker_name), field_name, 1)
     if job.started_at and job.ended_at:
-        sink.hincrbyfloat(keys.worker(worker_name), 'total_working_time', (job.ended_at - job.started_at).total_seconds())
+        sink.hincrbyfloat(
+            keys.worker(worker_name), 'total_working_time', (job.ended_at - job.started_at).total_seconds()
+        )
 
 
 def buffer_repeat(sink: Any, job: RQJob) -> None:
@@ -372,8 +376,15 @@ async def finish_success(
             sink.hset(keys.job(job.id), 'status', JobStatus.FINISHED.value)
             sink.hset(keys.job(job.id), mapping=mapping(job, include_meta=False, include_result=False))
             buffer_result(
-                sink, job, Result.Type.SUCCESSFUL, result_ttl, return_value=return_value, worker_name=worker_name,
-                execution_id=ex.id, execution_started_at=_dt(ex.created_at), execution_ended_at=job.ended_at,
+                sink,
+                job,
+                Result.Type.SUCCESSFUL,
+                result_ttl,
+                return_value=return_value,
+                worker_name=worker_name,
+                execution_id=ex.id,
+                execution_started_at=_dt(ex.created_at),
+                execution_ended_at=job.ended_at,
             )
             score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
             sink.zadd(keys.registry('finished', job.origin), {job.id: score})
@@ -428,8 +439,6 @@ async def finish_success(
     return True
 
 
-
-
 def _dt(epoch: float) -> datetime:
     from datetime import timezone
 
@@ -463,8 +472,14 @@ async def finish_failure(
     if record and not retry:
         await buffer_failed_registry_add(conn, batch, job, exc_string)
         buffer_result(
-            batch, job, Result.Type.FAILED, job.failure_ttl, exc_string=exc_string, worker_name=worker_name,
-            execution_id=ex.id if ex else None, execution_started_at=_dt(ex.created_at) if ex else None,
+            batch,
+            job,
+            Result.Type.FAILED,
+            job.failure_ttl,
+            exc_string=exc_string,
+            worker_name=worker_name,
+            execution_id=ex.id if ex else None,
+            execution_started_at=_dt(ex.created_at) if ex else None,
             execution_ended_at=job.ended_at,
         )
     _counters(batch, worker_name, job, False)
@@ -484,9 +499,7 @@ async def finish_failure(
     return True
 
 
-async def finish_returned_retry(
-    conn: Redis, worker_name: str, ex: Execution, retry: Retry
-) -> tuple[bool, bool]:
+async def finish_returned_retry(conn: Redis, worker_name: str, ex: Execution, retry: Retry) -> tuple[bool, bool]:
     """§4.12 return-based retry. Returns (committed, exhausted)."""
     job = ex.job
     job._result = retry  # rq's plain saves after a run carry the legacy ``result`` field
@@ -499,16 +512,29 @@ async def finish_returned_retry(
         buffer_execution_cleanup(batch, worker_name, ex)
         await buffer_failed_registry_add(conn, batch, job, '')
         buffer_result(
-            batch, job, Result.Type.MAX_RETRIES_EXCEEDED, job.failure_ttl, return_value=retry,
-            worker_name=worker_name, execution_id=ex.id, execution_started_at=_dt(ex.created_at),
+            batch,
+            job,
+            Result.Type.MAX_RETRIES_EXCEEDED,
+            job.failure_ttl,
+            return_value=retry,
+            worker_name=worker_name,
+            execution_id=ex.id,
+            execution_started_at=_dt(ex.created_at),
             execution_ended_at=job.ended_at,
         )
         _counters(batch, worker_name, job, False)
     else:
         _counters(batch, worker_name, job, False)
         buffer_result(
-            batch, job, Result.Type.RETRIED, job.failure_ttl, return_value=retry, worker_name=worker_name,
-            execution_id=ex.id, execution_started_at=_dt(ex.created_at), execution_ended_at=job.ended_at,
+            batch,
+            job,
+            Result.Type.RETRIED,
+            job.failure_ttl,
+            return_value=retry,
+            worker_name=worker_name,
+            execution_id=ex.id,
+            execution_started_at=_dt(ex.created_at),
+            execution_ended_at=job.ended_at,
         )
         interval = Retry.get_interval(job.number_of_retries or 0, retry.intervals)
         job.number_of_retries = 1 if not job.number_of_retries else job.number_of_retries + 1
@@ -520,7 +546,9 @@ async def finish_returned_retry(
             await conn.hset(keys.job(job.id), 'status', JobStatus.SCHEDULED.value)
             batch.sadd(keys.QUEUES, keys.queue(job.origin))
             buffer_persist(batch, job, JobStatus.SCHEDULED)
-            batch.zadd(keys.registry('scheduled', job.origin), {job.id: schedule_score(now() + timedelta(seconds=interval))})
+            batch.zadd(
+                keys.registry('scheduled', job.origin), {job.id: schedule_score(now() + timedelta(seconds=interval))}
+            )
         else:
             buffer_enqueue(batch, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
         buffer_execution_cleanup(batch, worker_name, ex)
@@ -532,10 +560,17 @@ async def finish_returned_retry(
     return True, exhausted
 
 
-async def fail_unstarted(conn: Redis, worker_name: str, queue_name: str, job_id: str, exc_string: str) -> None:
-    """A popped job that cannot even be decoded: failed registry, Result and counters, written
-    without rq's codec (its hash is unreadable), so the id is not lost."""
+async def fail_unstarted(
+    conn: Redis, worker_name: str, queue_name: str, job_id: str, exec_id: str, exc_string: str
+) -> None:
+    """A started job whose hash cannot be decoded: its execution records go, and it is failed
+    (failed registry, Result, counters) without rq's codec, so the id is not lost."""
     batch = Batch()
+    member = f'{job_id}:{exec_id}'
+    batch.delete(keys.execution(job_id, exec_id))
+    batch.zrem(keys.registry('started', queue_name), member)
+    batch.zrem(keys.executions(job_id), exec_id)
+    batch.srem(keys.worker_executions(worker_name), member)
     batch.hset(keys.job(job_id), 'status', JobStatus.FAILED.value)
     batch.zadd(keys.registry('failed', queue_name), {job_id: current_timestamp() + 31536000})
     batch.expire(keys.job(job_id), 31536000)

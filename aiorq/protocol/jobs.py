@@ -96,7 +96,7 @@ async def latest_result(conn: Redis, job_id: str, serializer: Any = None, timeou
     ``XREAD`` from the start of the stream (the newest entry at once if any exists)."""
     key = keys.results(job_id)
     if timeout:
-        response: Any = await conn.xread({key: "0-0"}, block=max(1, int(round(timeout * 1000))))
+        response: Any = await conn.xread({key: '0-0'}, block=max(1, int(round(timeout * 1000))))
         if not response:
             return None
         entries = response[0][1]

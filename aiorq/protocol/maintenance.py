@@ -41,7 +41,10 @@ async def clean_intermediate(conn: Redis, queue_name: str, on_stuck: StuckHandle
     ids = [as_text(i) for i in cast(list[bytes], await conn.lrange(keys.intermediate(queue_name), 0, -1))]
     if not ids:
         return
-    started = {as_text(m).split(':', 1)[0] for m in cast(list[bytes], await conn.zrange(keys.registry('started', queue_name), 0, -1))}
+    started = {
+        as_text(m).split(':', 1)[0]
+        for m in cast(list[bytes], await conn.zrange(keys.registry('started', queue_name), 0, -1))
+    }
     for job_id in ids:
         exists = await conn.exists(keys.job(job_id))
         if not exists:

@@ -15,11 +15,11 @@ from rq.utils import current_timestamp, now
 
 from . import keys
 from .codec import NOIO, mapping
-from .enqueue import Pipe, buffer_cleanup, buffer_enqueue, buffer_persist, schedule_score
+from .enqueue import Sink, buffer_cleanup, buffer_enqueue, buffer_persist, schedule_score
 
 
 def buffer_result(
-    pipe: Pipe,
+    pipe: Sink,
     job: RQJob,
     type_: Result.Type,
     ttl: int | None,
@@ -53,7 +53,7 @@ def buffer_result(
             pipe.expire(key, ttl)
 
 
-async def buffer_job_cleanup(conn: Redis, pipe: Pipe, job: RQJob, ttl: int | None) -> None:
+async def buffer_job_cleanup(conn: Redis, pipe: Sink, job: RQJob, ttl: int | None) -> None:
     """``Job.cleanup(ttl)``: 0 deletes the job, a positive ttl expires its keys."""
     if ttl == 0:
         from .jobs import _buffer_delete
@@ -63,7 +63,7 @@ async def buffer_job_cleanup(conn: Redis, pipe: Pipe, job: RQJob, ttl: int | Non
         buffer_cleanup(pipe, job, ttl)
 
 
-async def buffer_failed_registry_add(conn: Redis, pipe: Pipe, job: RQJob, exc_string: str) -> None:
+async def buffer_failed_registry_add(conn: Redis, pipe: Sink, job: RQJob, exc_string: str) -> None:
     """``FailedJobRegistry.add``: save without meta/result, expire, ``ZADD`` failed."""
     ttl = job.failure_ttl if job.failure_ttl is not None else DEFAULT_FAILURE_TTL
     score = ttl if ttl < 0 else current_timestamp() + ttl
@@ -75,7 +75,7 @@ async def buffer_failed_registry_add(conn: Redis, pipe: Pipe, job: RQJob, exc_st
 
 async def buffer_record_failure(
     conn: Redis,
-    pipe: Pipe,
+    pipe: Sink,
     job: RQJob,
     exc_string: str,
     *,
@@ -102,7 +102,7 @@ async def buffer_record_failure(
     )
 
 
-async def buffer_retry(conn: Redis, pipe: Pipe, job: RQJob) -> None:
+async def buffer_retry(conn: Redis, pipe: Sink, job: RQJob) -> None:
     """``Job.retry``: exception-based retry, scheduled after the interval or re-enqueued now."""
     interval = job.get_retry_interval()
     assert job.retries_left

@@ -10,8 +10,8 @@ import pytest
 import redis
 import rq
 import tasks
-from redis.asyncio import Redis
 from conftest import RQ_DB
+from redis.asyncio import Redis
 from state import diff, snapshot
 
 from aiorq_worker import Worker

@@ -1,0 +1,182 @@
+"""The aiorq worker as other rq processes see it: registration, commands, suspension, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from typing import Any
+
+import redis
+import rq
+import rq.command
+import tasks
+from redis.asyncio import Redis
+from rq.job import Job as RQJob
+from rq.results import Result
+
+import aiorq
+from aiorq import JobStatus, Queue
+from aiorq_worker import Worker
+
+
+async def wait_for(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError('condition not met in time')
+
+
+async def test_runs_jobs_concurrently(conn: Redis, sync_conn: redis.Redis) -> None:
+    q = Queue('q', connection=conn)
+    jobs = [await q.enqueue(tasks.track_concurrency, 0.3) for _ in range(8)]
+    await Worker('q', connection=conn, concurrency=4, name='conc').work(burst=True)
+    assert int(sync_conn.get('peak')) == 4
+    assert [await j.get_status() for j in jobs] == [JobStatus.FINISHED] * 8
+
+
+async def test_registration_visible_to_rq(conn: Redis, sync_conn: redis.Redis, redis_url: str) -> None:
+    worker = Worker(['q', 'other'], connection=conn, name='visible')
+    task = asyncio.ensure_future(worker.work())
+    await wait_for(lambda: sync_conn.exists('rq:worker:visible'))
+    await wait_for(lambda: sync_conn.hget('rq:worker:visible', 'state') == b'idle')
+    found = rq.Worker.all(connection=sync_conn)
+    assert [w.name for w in found] == ['visible']
+    assert found[0].queue_names() == ['q', 'other']
+    assert found[0].get_state() == 'idle'
+    info = subprocess.run([sys.executable, '-m', 'rq.cli', 'info', '--url', redis_url], capture_output=True, text=True)
+    assert 'visible' in info.stdout and 'idle' in info.stdout
+    rq.command.send_shutdown_command(sync_conn, 'visible')
+    await asyncio.wait_for(task, 10)
+    assert rq.Worker.all(connection=sync_conn) == []
+    assert sync_conn.hget('rq:worker:visible', 'death')
+
+
+async def test_stock_stop_job_command(conn: Redis, sync_conn: redis.Redis) -> None:
+    q = Queue('q', connection=conn)
+    long = await q.enqueue(tasks.async_sleep_for, 30)
+    other = await q.enqueue(tasks.async_sleep_for, 0.5)
+    worker = Worker('q', connection=conn, name='stopper', concurrency=2)
+    task = asyncio.ensure_future(worker.work(burst=True))
+    await wait_for(lambda: long.get_status(), 10)
+    await wait_for(lambda: sync_conn.hget(RQJob.key_for(long.id), 'status') == b'started')
+    rq.command.send_stop_job_command(sync_conn, long.id)
+    await asyncio.wait_for(task, 10)
+    assert await long.get_status() == JobStatus.STOPPED
+    result = await long.latest_result()
+    assert result is not None and result.type == Result.Type.FAILED
+    assert result.exc_string == 'Job stopped by user, work-horse terminated.'
+    assert await q.failed_job_registry.get_job_ids() == [long.id]
+    assert await other.result == 0.5
+    assert sync_conn.zcard('rq:wip:q') == 0
+
+
+async def test_suspension_wakes_a_blocked_worker(conn: Redis, sync_conn: redis.Redis) -> None:
+    worker = Worker('q', connection=conn, name='sleepy')
+    task = asyncio.ensure_future(worker.work())
+    await wait_for(lambda: sync_conn.hget('rq:worker:sleepy', 'state') == b'idle')
+    await asyncio.sleep(0.3)  # blocked in BLMOVE by now
+    rq.suspension.suspend(sync_conn)
+    await wait_for(lambda: sync_conn.hget('rq:worker:sleepy', 'state') == b'suspended', 5)
+    job = await Queue('q', connection=conn).enqueue(tasks.add, 1, 2)
+    await asyncio.sleep(1.5)
+    assert await job.get_status() == JobStatus.QUEUED
+    rq.suspension.resume(sync_conn)
+    assert (await job.latest_result(timeout=5)) is not None
+    assert await job.result == 3
+    worker.request_stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_refuses_to_start_while_suspended(redis_url: str, sync_conn: redis.Redis) -> None:
+    rq.suspension.suspend(sync_conn)
+    cmd = [sys.executable, '-m', 'aiorq_worker', 'worker', '--url', redis_url, 'q']
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert 'suspended' in done.stderr
+    rq.suspension.resume(sync_conn)
+    refused = subprocess.run([*cmd, '--with-scheduler'], capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and 'scheduler' in refused.stderr
+
+
+async def test_timeouts(conn: Redis) -> None:
+    q = Queue('q', connection=conn)
+    coro = await q.enqueue(tasks.async_sleep_for, 5, job_timeout=1)
+    plain = await q.enqueue(tasks.sleep_for, 3, job_timeout=1)
+    started = time.monotonic()
+    await Worker('q', connection=conn, name='timer').work(burst=True)
+    for job in (coro, plain):
+        assert await job.get_status() == JobStatus.FAILED
+        result = await job.latest_result()
+        assert result is not None
+        assert 'JobTimeoutException: Task exceeded maximum timeout value (1 seconds)' in (result.exc_string or '')
+    # The coroutine was cancelled at its timeout; the thread ran on but its result was dropped.
+    assert time.monotonic() - started < 4.5
+
+
+async def test_current_job_state_and_hooks(conn: Redis) -> None:
+    q = Queue('q', connection=conn)
+    introspect = await q.enqueue(tasks.introspect, 9)
+    stateful = await q.enqueue(tasks.uses_worker_state)
+    plain = await q.enqueue(tasks.stock_progress, 2)
+    events: list[str] = []
+
+    async def startup(worker: Worker) -> None:
+        worker.state.greeting = 'hello'
+        events.append('up')
+
+    async def shutdown(worker: Worker) -> None:
+        events.append('down')
+
+    await Worker('q', connection=conn, on_startup=startup, on_shutdown=shutdown).work(burst=True)
+    assert events == ['up', 'down']
+    assert await introspect.result == {'id': introspect.id, 'origin': 'q', 'meta': {'progress': 9}, 'status': 'started'}
+    assert await stateful.result == 'hello'
+    assert await plain.result == 4
+    assert (await aiorq.Job.fetch(plain.id, connection=conn)).meta == {'progress': 2}
+
+
+async def test_heartbeats_keep_long_jobs_alive(conn: Redis, sync_conn: redis.Redis) -> None:
+    q = Queue('q', connection=conn)
+    job = await q.enqueue(tasks.async_sleep_for, 2.5)
+    worker = Worker('q', connection=conn, name='beater', job_monitoring_interval=1)
+    task = asyncio.ensure_future(worker.work(burst=True))
+    await wait_for(lambda: sync_conn.zcard('rq:wip:q') == 1)
+    first = sync_conn.zrange('rq:wip:q', 0, -1, withscores=True)[0][1]
+    first_beat = sync_conn.hget(RQJob.key_for(job.id), 'last_heartbeat')
+    await asyncio.sleep(2)
+    second = sync_conn.zrange('rq:wip:q', 0, -1, withscores=True)[0][1]
+    assert second > first
+    assert sync_conn.hget(RQJob.key_for(job.id), 'last_heartbeat') != first_beat
+    assert sync_conn.ttl('rq:worker:beater') > 0
+    await asyncio.wait_for(task, 10)
+    assert await job.result == 2.5
+
+
+async def test_bad_jobs_do_not_stop_the_worker(conn: Redis, sync_conn: redis.Redis) -> None:
+    q = Queue('q', connection=conn)
+    sync_q = rq.Queue('q', connection=sync_conn)
+    missing = sync_q.enqueue('tasks.nope')
+    corrupt = sync_q.enqueue(tasks.add, 1, 1)
+    sync_conn.hset(RQJob.key_for(corrupt.id), 'data', b'garbage')
+    bad_status = sync_q.enqueue(tasks.add, 1, 1)
+    sync_conn.hset(RQJob.key_for(bad_status.id), 'status', 'running')
+    vanished = sync_q.enqueue(tasks.add, 1, 1)
+    sync_conn.delete(RQJob.key_for(vanished.id))
+    raising = await q.enqueue(tasks.async_fail)
+    fine = await q.enqueue(tasks.add, 2, 2)
+    await Worker('q', connection=conn, name='robust').work(burst=True)
+    assert await fine.result == 4
+    for job_id in (missing.id, corrupt.id, raising.id):
+        assert sync_conn.hget(RQJob.key_for(job_id), 'status') == b'failed', job_id
+    assert 'KeyError' in ((await raising.latest_result()).exc_string or '')  # type: ignore[union-attr]
+    assert sync_conn.zscore('rq:failed:q', bad_status.id) is not None
+    assert sync_conn.llen('rq:queue:q') == 0
+    assert sync_conn.llen('rq:queue:q:intermediate') == 0
+    assert sync_conn.zcard('rq:wip:q') == 0
