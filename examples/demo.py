@@ -9,9 +9,9 @@ What it does, on queue 'my_queue':
 
 It exits 0 only if every result is right.
 
-Until the aiorq worker lands, the demo uses stock ``rq worker --burst`` (rq 3.0) as the worker:
-this also shows that jobs enqueued by aiorq are plain rq jobs. Everything about the worker is in
-:func:`run_worker`.
+The worker is aiorq's own (``aiorq worker --burst my_queue``); ``--stock-worker`` runs stock
+``rq worker --burst`` (rq 3.0) instead, which shows that jobs enqueued by aiorq are plain rq jobs.
+Everything about the worker is in :func:`run_worker`.
 
 Redis: ``--url``, else ``$RQ_REDIS_URL`` or ``$REDIS_URL``; with none of them the demo starts its
 own ``redis-server`` on a free loopback port (no persistence, in a temporary directory) and stops
@@ -69,16 +69,20 @@ def rq_command() -> list[str]:
     return [found]
 
 
-def run_worker(url: str, burst: bool = True, verbose: bool = False, timeout: float | None = None) -> int:
+def run_worker(
+    url: str, burst: bool = True, verbose: bool = False, timeout: float | None = None, stock: bool = False
+) -> int:
     """Run a worker on 'my_queue' until it exits (in burst mode: once the queue is empty) and
     return its exit code; the worker imports ``mylib`` from the examples directory. It is stopped
     after ``timeout`` seconds (default: 120 in burst mode, no limit otherwise).
 
-    This is the one place that knows which worker runs the jobs: stock ``rq worker`` for now.
+    This is the one place that knows which worker runs the jobs: ``aiorq worker``, or stock
+    ``rq worker`` with ``stock=True``.
     """
     if timeout is None and burst:
         timeout = 120
-    command = [*rq_command(), 'worker', '--url', url, '--path', str(EXAMPLES)]
+    cli = rq_command() if stock else [sys.executable, '-m', 'aiorq_worker']
+    command = [*cli, 'worker', '--url', url, '--path', str(EXAMPLES)]
     if burst:
         command.append('--burst')
     if not verbose:
@@ -213,7 +217,7 @@ async def check(item: Check) -> tuple[bool, str]:
     return ok, line
 
 
-async def demo(url: str, verbose: bool) -> int:
+async def demo(url: str, verbose: bool, stock: bool = False) -> int:
     redis = aiorq.from_url(url)
     try:
         try:
@@ -224,8 +228,9 @@ async def demo(url: str, verbose: bool) -> int:
         queue = Queue(QUEUE, connection=redis)
         print(f'enqueued {len(checks)} jobs with aiorq {aiorq.VERSION}; {await queue.count} waiting on {QUEUE!r}')
 
-        print('running the worker (stock rq worker --burst) ...', flush=True)
-        code = await asyncio.to_thread(run_worker, url, True, verbose)
+        which = 'stock rq worker --burst' if stock else 'aiorq worker --burst'
+        print(f'running the worker ({which}) ...', flush=True)
+        code = await asyncio.to_thread(run_worker, url, True, verbose, None, stock)
         print(f'worker exited with code {code}')
 
         failures = 0
@@ -252,6 +257,7 @@ def parse_args() -> argparse.Namespace:
         help='Redis to use (default: $RQ_REDIS_URL, then $REDIS_URL, else a private redis-server)',
     )
     parser.add_argument('-v', '--verbose', action='store_true', help="show the worker's full log")
+    parser.add_argument('--stock-worker', action='store_true', help='run stock `rq worker` instead of aiorq worker')
     return parser.parse_args()
 
 
@@ -259,10 +265,10 @@ def main() -> int:
     args = parse_args()
     if args.url:
         print(f'using Redis at {args.url}')
-        return asyncio.run(demo(args.url, args.verbose))
+        return asyncio.run(demo(args.url, args.verbose, args.stock_worker))
     with private_redis() as url:
         print(f'started a private redis-server at {url}')
-        return asyncio.run(demo(url, args.verbose))
+        return asyncio.run(demo(url, args.verbose, args.stock_worker))
 
 
 if __name__ == '__main__':

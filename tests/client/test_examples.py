@@ -56,9 +56,12 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def test_demo_on_given_url(redis_url: str, conn: Redis) -> None:
-    code, out = await run(str(EXAMPLES / 'demo.py'), '--url', redis_url)
+@pytest.mark.parametrize('worker', ['aiorq', 'stock'])
+async def test_demo_on_given_url(redis_url: str, conn: Redis, worker: str) -> None:
+    extra = ['--stock-worker'] if worker == 'stock' else []
+    code, out = await run(str(EXAMPLES / 'demo.py'), '--url', redis_url, *extra)
     assert code == 0, out
+    assert f'running the worker ({"stock rq" if worker == "stock" else "aiorq"} worker --burst)' in out, out
     assert 'all 6 results are right' in out, out
     queue = Queue('my_queue', connection=conn)
     assert await queue.count == 0
