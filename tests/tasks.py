@@ -196,3 +196,7 @@ async def uses_worker_state() -> str:
 async def async_fail() -> None:
     await asyncio.sleep(0)
     raise KeyError('async boom')
+
+
+async def async_noop() -> None:
+    return None

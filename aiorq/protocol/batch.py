@@ -13,12 +13,23 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import scripts
+from .codec import encode
 
-# ARGV layout: guard count, guards (kind, key index, arg), then per command: name, argc,
-# key mask ('1' where the argument is KEYS[index]), arguments.
+# ARGV[1] holds every item as "<length>:<bytes>" (one argument instead of ~80 keeps redis-py's
+# per-argument packing off the hot path): guard count, guards (kind, key index, arg), then per
+# command: name, argc, key mask ('1' where the argument is KEYS[index]), arguments.
 # Guards: Z = ZSCORE(key, arg) exists; C = SCARD(key) == arg; E = EXISTS(key) == 1.
 # Returns 0 when all guards held and the commands ran, else the 1-based index of the failed guard.
 GUARDED_BATCH_SCRIPT = """
+local blob = ARGV[1]
+local ARGV = {}
+local pos, n = 1, #blob
+while pos <= n do
+    local colon = string.find(blob, ':', pos, true)
+    local len = tonumber(string.sub(blob, pos, colon - 1))
+    ARGV[#ARGV + 1] = string.sub(blob, colon + 1, colon + len)
+    pos = colon + len + 1
+end
 local i = 1
 local nguards = tonumber(ARGV[i]); i = i + 1
 for g = 1, nguards do
@@ -161,16 +172,30 @@ class Batch:
 
     # -- running ---------------------------------------------------------------------------
 
-    def _argv(self) -> list[Any]:
-        argv: list[Any] = [len(self._guards)]
+    def _blob(self) -> bytes:
+        items: list[Any] = [len(self._guards)]
         for kind, idx, arg in self._guards:
-            argv += [kind, idx, arg]
+            items += [kind, idx, arg]
         for name, argc, mask, encoded in self._cmds:
-            argv += [name, argc, mask or '-', *encoded]
-        return argv
+            items += [name, argc, mask or '-', *encoded]
+        parts = []
+        append = parts.append
+        for item in items:
+            kind = type(item)
+            if kind is bytes:
+                data = item
+            elif kind is str:
+                data = item.encode()
+            elif kind is int:
+                data = b'%d' % item
+            else:
+                data = encode(item)
+            append(b'%d:' % len(data))
+            append(data)
+        return b''.join(parts)
 
     async def run(self, conn: Redis) -> int:
         """0 when the guards held and everything ran; else the index of the failed guard."""
         if not self._cmds and not self._guards:
             return 0
-        return int(await scripts.run(conn, GUARDED_BATCH_SCRIPT, self._keys, self._argv()))
+        return int(await scripts.run(conn, GUARDED_BATCH_SCRIPT, self._keys, [self._blob()]))

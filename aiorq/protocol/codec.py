@@ -19,6 +19,8 @@ from rq.results import Result
 from rq.serializers import resolve_serializer
 from rq.utils import as_text
 
+JOB_PREFIX = RQJob.redis_job_namespace_prefix
+
 __all__ = [
     'NOIO',
     'RQJob',
@@ -79,10 +81,36 @@ def parse_status(raw: bytes | str | None) -> JobStatus | None:
 
 
 def mapping(job: RQJob, include_meta: bool = True, include_result: bool = True) -> dict[Any, Any]:
-    """The ``HSET`` mapping of ``Job.save``; ``status`` becomes its bare string value."""
+    """The ``HSET`` mapping of ``Job.save``; ``status`` becomes its bare string value.
+
+    A job the worker started carries the hash it read (``_aiorq_stored``): then only the fields
+    whose encoded value differs are returned. Writing a field with the value it already has
+    changes nothing, so the resulting hash is the one a full save leaves, for less traffic.
+    """
     obj = job.to_dict(include_meta=include_meta, include_result=include_result)
     obj['status'] = JobStatus(obj['status']).value
-    return obj
+    stored: dict[bytes, bytes] | None = getattr(job, '_aiorq_stored', None)
+    if stored is None:
+        return obj
+    return {k: v for k, v in obj.items() if stored.get(k.encode()) != encode(v)}
+
+
+def save(sink: Any, job: RQJob, include_meta: bool = True, include_result: bool = True) -> None:
+    """``Job.save`` into a pipeline or batch (nothing to send when no field changed)."""
+    fields = mapping(job, include_meta, include_result)
+    if fields:
+        sink.hset(JOB_PREFIX + job.id, mapping=fields)
+
+
+def encode(value: Any) -> bytes:
+    """redis-py's encoding of a command argument (floats as ``repr``)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
 
 
 def exc_string_payload(exc_string: str) -> bytes:

@@ -17,7 +17,7 @@ from rq.scripts import _build_hset_args
 from rq.utils import current_timestamp, now, utcformat
 
 from . import keys, scripts
-from .codec import mapping, parse_status
+from .codec import mapping, parse_status, save
 
 Pipe = Pipeline
 # Where buffered writes go: a transactional pipeline or a :class:`aiorq.protocol.batch.Batch`
@@ -49,7 +49,7 @@ def buffer_persist(pipe: Sink, job: RQJob, status: JobStatus) -> None:
     """``Queue._persist_job``: status, full mapping, ttl."""
     job._status = status
     pipe.hset(keys.job(job.id), 'status', status.value)
-    pipe.hset(keys.job(job.id), mapping=mapping(job))
+    save(pipe, job)
     buffer_cleanup(pipe, job, job.ttl)
 
 

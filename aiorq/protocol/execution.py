@@ -19,7 +19,7 @@ from rq.utils import as_text, current_timestamp, now, utcformat
 
 from . import dependents, keys, ratelimit, scripts
 from .batch import Batch
-from .codec import mapping, restore_job
+from .codec import restore_job, save
 from .enqueue import buffer_enqueue, buffer_persist, schedule_score
 from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_record_failure, buffer_result, buffer_retry
 
@@ -275,6 +275,16 @@ async def start_executions(
         except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
             broken.append((queue_name, job_id, exec_id, e))
             continue
+        stored = dict(raw)
+        stored.update(
+            {
+                b'last_heartbeat': argv[1].encode(),
+                b'status': b'started',
+                b'started_at': argv[1].encode(),
+                b'worker_name': worker_name.encode(),
+            }
+        )
+        job._aiorq_stored = stored  # type: ignore[attr-defined]
         job.worker_name = worker_name
         job.last_heartbeat = ts_dt
         job.started_at = ts_dt
@@ -331,7 +341,7 @@ def buffer_repeat(sink: Any, job: RQJob) -> None:
             job.repeat_intervals = job.repeat_intervals[1:]
     assert job.repeats_left
     job.repeats_left -= 1
-    sink.hset(keys.job(job.id), mapping=mapping(job))
+    save(sink, job)
     if interval == 0:
         buffer_enqueue(sink, job, job.origin, int(job.timeout or 180), False)
     else:
@@ -374,7 +384,7 @@ async def finish_success(
         if result_ttl != 0:
             job._status = JobStatus.FINISHED
             sink.hset(keys.job(job.id), 'status', JobStatus.FINISHED.value)
-            sink.hset(keys.job(job.id), mapping=mapping(job, include_meta=False, include_result=False))
+            save(sink, job, include_meta=False, include_result=False)
             buffer_result(
                 sink,
                 job,

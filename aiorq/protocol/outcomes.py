@@ -14,7 +14,7 @@ from rq.results import Result
 from rq.utils import current_timestamp, now
 
 from . import keys
-from .codec import NOIO, mapping
+from .codec import NOIO, save
 from .enqueue import Sink, buffer_cleanup, buffer_enqueue, buffer_persist, schedule_score
 
 
@@ -32,7 +32,10 @@ def buffer_result(
     execution_ended_at: datetime | None = None,
 ) -> None:
     """``Result.save``: ``XADD … MAXLEN ~ 10`` then the stream TTL (None untouched, -1 persist)."""
-    result = Result(
+    # rq's Result codec, built without __init__: it would re-resolve the (already resolved)
+    # serializer through a slow runtime-protocol check on every job.
+    result = Result.__new__(Result)
+    result.__dict__.update(
         job_id=job.id,
         type=type_,
         connection=NOIO,
@@ -43,6 +46,7 @@ def buffer_result(
         execution_id=execution_id,
         execution_started_at=execution_started_at,
         execution_ended_at=execution_ended_at,
+        id=None,
     )
     key = keys.results(job.id)
     pipe.xadd(key, cast(dict[Any, Any], result.serialize()), maxlen=10)
@@ -68,7 +72,7 @@ async def buffer_failed_registry_add(conn: Redis, pipe: Sink, job: RQJob, exc_st
     ttl = job.failure_ttl if job.failure_ttl is not None else DEFAULT_FAILURE_TTL
     score = ttl if ttl < 0 else current_timestamp() + ttl
     job._exc_info = exc_string
-    pipe.hset(keys.job(job.id), mapping=mapping(job, include_meta=False, include_result=False))
+    save(pipe, job, include_meta=False, include_result=False)
     await buffer_job_cleanup(conn, pipe, job, ttl)
     pipe.zadd(keys.registry('failed', job.origin), {job.id: score})
 
