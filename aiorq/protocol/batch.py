@@ -178,7 +178,7 @@ class Batch:
             items += [kind, idx, arg]
         for name, argc, mask, encoded in self._cmds:
             items += [name, argc, mask or '-', *encoded]
-        parts = []
+        parts: list[bytes] = []
         append = parts.append
         for item in items:
             kind = type(item)
