@@ -80,7 +80,7 @@ def from_url(url: str, **kwargs: Any) -> Redis:
     return Redis.from_url(url, **kwargs)
 
 
-_SYNC_PARAMS = set(inspect.signature(redis.Redis.__init__).parameters)
+SYNC_CLIENT_PARAMS = set(inspect.signature(redis.Redis.__init__).parameters)
 
 
 def sync_connection(connection: Redis) -> redis.Redis:
@@ -93,11 +93,11 @@ def sync_connection(connection: Redis) -> redis.Redis:
     if issubclass(pool.connection_class, SSLConnection):
         kwargs['ssl'] = True
         for key in list(kwargs):
-            if key.startswith('ssl_') and key not in _SYNC_PARAMS:
+            if key.startswith('ssl_') and key not in SYNC_CLIENT_PARAMS:
                 kwargs.pop(key)
     kwargs.pop('decode_responses', None)
     kwargs.pop('retry', None)
-    return redis.Redis(**{k: v for k, v in kwargs.items() if k in _SYNC_PARAMS})
+    return redis.Redis(**{k: v for k, v in kwargs.items() if k in SYNC_CLIENT_PARAMS})
 
 
 _ASYNC_PARAMS = set(inspect.signature(Redis.__init__).parameters)

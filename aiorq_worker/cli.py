@@ -104,7 +104,11 @@ def main() -> None:
     help='Jobs in flight at once (coroutines on the loop, plain functions in threads)',
 )
 @click.option(
-    '--sync-jobs', type=click.Choice(['thread']), default='thread', show_default=True, help='How plain functions run'
+    '--sync-jobs',
+    type=click.Choice(['thread', 'process']),
+    default='thread',
+    show_default=True,
+    help='How plain functions run: a thread pool, or child processes (hard timeouts, isolation)',
 )
 @click.option(
     '--loop',
@@ -171,6 +175,7 @@ def run(options: dict[str, Any]) -> int:
                 disable_default_exception_handler=options['disable_default_exception_handler'],
                 log_job_description=not options['disable_job_desc_logging'],
                 dequeue_strategy=options['dequeue_strategy'],
+                sync_jobs=options['sync_jobs'],
             )
             install_signal_handlers(w)
             await w.work(burst=options['burst'], max_jobs=options['max_jobs'], max_idle_time=options['max_idle_time'])

@@ -27,6 +27,7 @@ from aiorq.current import set_current_job
 from aiorq.protocol import codec
 from aiorq.protocol import execution as px
 
+from .processes import ChildJobError
 from .state import _current_worker
 
 if TYPE_CHECKING:
@@ -113,6 +114,9 @@ class Runner:
                 args, kwargs = job.args, job.kwargs
                 if inspect.iscoroutinefunction(func):
                     return_value = await self.in_task(job, lambda: func(*args, **kwargs), timeout)
+                elif worker.process_pool is not None:
+                    stored = getattr(job, '_aiorq_stored', {})
+                    return_value = await worker.process_pool.run(job.id, stored, job.serializer, timeout)
                 else:
                     return_value = await self.in_thread(job, lambda: func(*args, **kwargs), timeout)
                     if inspect.iscoroutine(return_value):
@@ -174,7 +178,10 @@ class Runner:
         except Exception:
             exc_info = sys.exc_info()
         worker.handle_exception(job, exc_info)
-        exc_string = format_exc_info(exc_info)
+        if isinstance(exc_info[1], ChildJobError):
+            exc_string = str(exc_info[1])  # the traceback as the child process formatted it
+        else:
+            exc_string = format_exc_info(exc_info)
         retrying = job.should_retry
         committed = await self.durably(
             lambda: px.finish_failure(

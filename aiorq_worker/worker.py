@@ -36,12 +36,13 @@ from rq.version import VERSION as RQ_VERSION
 from rq.worker import WorkerStatus
 
 import aiorq
-from aiorq.connections import sync_connection
+from aiorq.connections import SYNC_CLIENT_PARAMS, sync_connection
 from aiorq.protocol import execution as px
 from aiorq.protocol import maintenance
 
 from .commands import CommandListener
 from .heartbeat import Heartbeat
+from .processes import ProcessPool
 from .runner import Runner
 from .state import WorkerState
 
@@ -79,6 +80,7 @@ class Worker:
         disable_default_exception_handler: bool = False,
         log_job_description: bool = True,
         dequeue_strategy: str = 'default',
+        sync_jobs: str = 'thread',
         on_startup: Sequence[Hook] | Hook | None = None,
         on_shutdown: Sequence[Hook] | Hook | None = None,
     ) -> None:
@@ -115,6 +117,10 @@ class Worker:
         self.disable_default_exception_handler = disable_default_exception_handler
         self.log_job_description = log_job_description
         self.dequeue_strategy = dequeue_strategy
+        if sync_jobs not in ('thread', 'process'):
+            raise ValueError("sync_jobs must be 'thread' or 'process'")
+        self.sync_jobs = sync_jobs
+        self.process_pool: ProcessPool | None = None
         self.on_startup = _hooks(on_startup)
         self.on_shutdown = _hooks(on_shutdown)
         self.state = WorkerState()
@@ -303,6 +309,15 @@ class Worker:
         self.heartbeat.start()
         for hook in self.on_startup:
             await hook(self)
+        if self.sync_jobs == 'process':
+            kwargs = self.sync_connection.connection_pool.connection_kwargs
+            plain = {
+                k: v
+                for k, v in kwargs.items()
+                if k in SYNC_CLIENT_PARAMS and isinstance(v, (str, int, float, bool, type(None)))
+            }
+            self.process_pool = ProcessPool(self.concurrency, plain, self.on_startup)
+            await self.process_pool.start()
         self._last_maintenance = 0.0
 
     async def teardown(self) -> None:
@@ -315,6 +330,8 @@ class Worker:
             self.heartbeat.stop()
             await asyncio.to_thread(self.heartbeat.join, 5)
         await self.commands.stop()
+        if self.process_pool is not None:
+            await self.process_pool.close()
         try:
             await px.register_death(self.connection, self.name, self.queue_names)
         except Exception:

@@ -180,3 +180,23 @@ async def test_bad_jobs_do_not_stop_the_worker(conn: Redis, sync_conn: redis.Red
     assert sync_conn.llen('rq:queue:q') == 0
     assert sync_conn.llen('rq:queue:q:intermediate') == 0
     assert sync_conn.zcard('rq:wip:q') == 0
+
+
+async def test_process_mode(conn: Redis, sync_conn: redis.Redis) -> None:
+    q = Queue('q', connection=conn)
+    ok = await q.enqueue(tasks.stock_progress, 3)
+    slow = await q.enqueue(tasks.sleep_for, 30, job_timeout=1)
+    bad = await q.enqueue(tasks.fail, 'child')
+    after = await q.enqueue(tasks.add, 2, 5)
+    coro = await q.enqueue(tasks.async_add, 1, 1)
+    started = time.monotonic()
+    await Worker('q', connection=conn, name='procs', concurrency=2, sync_jobs='process').work(burst=True)
+    assert time.monotonic() - started < 25  # the overrunning child was killed, not waited for
+    assert await ok.result == 6
+    assert (await aiorq.Job.fetch(ok.id, connection=conn)).meta == {'progress': 3}
+    assert await slow.get_status() == JobStatus.FAILED
+    assert 'Task exceeded maximum timeout value (1 seconds)' in ((await slow.latest_result()).exc_string or '')  # type: ignore[union-attr]
+    failure = (await bad.latest_result()).exc_string or ''  # type: ignore[union-attr]
+    assert 'ValueError: child' in failure and 'tasks.py' in failure
+    assert await after.result == 7  # the pool survived the kill
+    assert await coro.result == 2
