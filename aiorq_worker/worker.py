@@ -279,8 +279,8 @@ class Worker:
         ``max_jobs`` counts admitted jobs: the worker stops admitting at that number and exits once
         they finished. ``max_idle_time`` is measured while no job is in flight.
         """
-        if await aiorq.is_suspended(self.connection) and not burst:
-            raise SuspendedError('Workers are suspended (rq suspend); run `rq resume` first')
+        if await aiorq.is_suspended(self.connection):
+            raise SuspendedError('RQ is currently suspended, to resume job execution run "rq resume"')
         await self.bootstrap()
         admitted = 0
         try:
