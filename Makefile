@@ -23,8 +23,12 @@ unit: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check aiorq tests examples
+	$(VENV)/bin/ruff check aiorq aiorq_worker tests examples benchmarks
 	$(VENV)/bin/mypy
+
+## Throughput: stock rq SimpleWorker vs aiorq worker on no-op jobs (private redis-server).
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py $(ARGS)
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site

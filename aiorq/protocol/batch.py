@@ -18,7 +18,8 @@ from .codec import encode
 # ARGV[1] holds every item as "<length>:<bytes>" (one argument instead of ~80 keeps redis-py's
 # per-argument packing off the hot path): guard count, guards (kind, key index, arg), then per
 # command: name, argc, key mask ('1' where the argument is KEYS[index]), arguments.
-# Guards: Z = ZSCORE(key, arg) exists; C = SCARD(key) == arg; E = EXISTS(key) == 1.
+# Guards: Z = ZSCORE(key, arg) exists; C = SCARD(key) == arg; E = EXISTS(key) == 1;
+# F = HGET(key, arg) equals the item that follows.
 # Returns 0 when all guards held and the commands ran, else the 1-based index of the failed guard.
 GUARDED_BATCH_SCRIPT = """
 local blob = ARGV[1]
@@ -40,6 +41,9 @@ for g = 1, nguards do
         ok = redis.call('ZSCORE', key, arg) ~= false
     elseif kind == 'C' then
         ok = redis.call('SCARD', key) == tonumber(arg)
+    elseif kind == 'F' then
+        ok = redis.call('HGET', key, arg) == ARGV[i]
+        i = i + 1
     else
         ok = redis.call('EXISTS', key) == 1
     end
@@ -105,6 +109,9 @@ class Batch:
 
     def guard_exists(self, key: str) -> None:
         self._guards.append(('E', self._k(key), ''))
+
+    def guard_field(self, key: str, field: str, value: str) -> None:
+        self._guards.append(('F', self._k(key), field, value))
 
     # -- the pipeline subset -------------------------------------------------------------
 
@@ -174,8 +181,8 @@ class Batch:
 
     def _blob(self) -> bytes:
         items: list[Any] = [len(self._guards)]
-        for kind, idx, arg in self._guards:
-            items += [kind, idx, arg]
+        for guard in self._guards:
+            items += guard
         for name, argc, mask, encoded in self._cmds:
             items += [name, argc, mask or '-', *encoded]
         parts: list[bytes] = []

@@ -12,6 +12,7 @@ from rq.job import JobStatus
 from rq.utils import as_text, current_timestamp
 
 from . import keys
+from .batch import Batch
 from .codec import parse_status
 from .enqueue import Pipe, buffer_enqueue, dependencies_are_met, enqueue_rate_limited
 from .jobs import fetch_many
@@ -106,9 +107,21 @@ async def enqueue_ready_jobs(
 
 
 async def _claim_and_enqueue(conn: Redis, ready_key: str, job: RQJob, queue_name: str, default_timeout: int) -> bool:
-    """Claim one ready id with WATCH + ZSCORE and push it. rq gives up on the first
-    ``WatchError``; with concurrent finishes the registry key changes often, so the claim is
-    retried a few times (a claim taken by someone else shows as a missing ZSCORE)."""
+    """Claim one ready id and push it, atomically. rq claims with WATCH + ZSCORE and gives up on
+    the first ``WatchError``; an aiorq worker's own concurrent releases change ``rq:ready:<q>``
+    all the time, so the claim is one guarded script instead (the id still in the registry and
+    the job still ``ready_to_enqueue``), which cannot be disturbed. Rate-limited jobs, whose push
+    goes through the limiter's script, keep rq's optimistic claim."""
+    if not job.has_rate_limit:
+        batch = Batch()
+        batch.guard_member(ready_key, job.id)
+        batch.guard_field(keys.job(job.id), 'status', JobStatus.READY_TO_ENQUEUE.value)
+        batch.zrem(ready_key, job.id)
+        buffer_enqueue(batch, job, queue_name, default_timeout, job.should_enqueue_at_front())
+        failed = await batch.run(conn)
+        if failed == 2:
+            await conn.zrem(ready_key, job.id)  # no longer ready: a stale entry, as rq drops it
+        return failed == 0
     for _ in range(10):
         try:
             async with conn.pipeline(transaction=True) as pipe:

@@ -1,0 +1,28 @@
+"""``benchmarks/bench.py --quick`` runs end to end (its own redis-server, both workers, both kinds)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'bench.py'), '--quick'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert 'rq SimpleWorker' in done.stdout
+    assert 'aiorq worker' in done.stdout
+    for kind in ('plain', 'async'):
+        assert [r[1] for r in rows if r and r[0] == kind] == ['rq', 'aiorq'], done.stdout
+        assert all(r[-4] == '200' for r in rows if r and r[0] == kind), done.stdout
+        assert f'{kind}: aiorq/rq throughput ratio' in done.stdout
