@@ -162,7 +162,13 @@ class Runner:
             return sys.exc_info()
         committed = await self.durably(
             lambda: px.finish_success(
-                worker.connection, worker.name, ex, return_value, worker.default_result_ttl, worker.serializer
+                worker.connection,
+                worker.name,
+                ex,
+                return_value,
+                worker.default_result_ttl,
+                worker.serializer,
+                run=worker.combiner.submit,
             )
         )
         if committed:

@@ -39,6 +39,7 @@ import aiorq
 from aiorq.connections import SYNC_CLIENT_PARAMS, sync_connection
 from aiorq.protocol import execution as px
 from aiorq.protocol import maintenance
+from aiorq.protocol.batch import Combiner
 
 from .commands import CommandListener
 from .heartbeat import Heartbeat
@@ -144,6 +145,8 @@ class Worker:
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f'aiorq-{self.name[:8]}')
         self.sync_connection = sync_connection(connection)
         self.runner = Runner(self)
+        # Success transactions finishing at the same moment share one script call.
+        self.combiner = Combiner(connection)
         self.commands = CommandListener(self)
         self.heartbeat: Heartbeat | None = None
 

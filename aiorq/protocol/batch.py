@@ -8,19 +8,24 @@ WATCH/MULTI/EXEC it costs one round trip and can make a write conditional on ser
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from . import scripts
 from .codec import encode
 
 # ARGV[1] holds every item as "<length>:<bytes>" (one argument instead of ~80 keeps redis-py's
-# per-argument packing off the hot path): guard count, guards (kind, key index, arg), then per
-# command: name, argc, key mask ('1' where the argument is KEYS[index]), arguments.
+# per-argument packing off the hot path). It holds one or more independent sections, each:
+# guard count, guards (kind, key index, arg), command count, then per command: name, argc, key
+# mask ('1' where the argument is KEYS[index]), arguments.
 # Guards: Z = ZSCORE(key, arg) exists; C = SCARD(key) == arg; E = EXISTS(key) == 1;
 # F = HGET(key, arg) equals the item that follows.
-# Returns 0 when all guards held and the commands ran, else the 1-based index of the failed guard.
+# Returns, per section, 0 when its guards held and its commands ran, else the 1-based index of
+# its failed guard (its commands are then skipped; other sections are unaffected).
 GUARDED_BATCH_SCRIPT = """
 local blob = ARGV[1]
 local ARGV = {}
@@ -31,41 +36,49 @@ while pos <= n do
     ARGV[#ARGV + 1] = string.sub(blob, colon + 1, colon + len)
     pos = colon + len + 1
 end
+local results = {}
 local i = 1
-local nguards = tonumber(ARGV[i]); i = i + 1
-for g = 1, nguards do
-    local kind, key, arg = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
-    i = i + 3
-    local ok
-    if kind == 'Z' then
-        ok = redis.call('ZSCORE', key, arg) ~= false
-    elseif kind == 'C' then
-        ok = redis.call('SCARD', key) == tonumber(arg)
-    elseif kind == 'F' then
-        ok = redis.call('HGET', key, arg) == ARGV[i]
-        i = i + 1
-    else
-        ok = redis.call('EXISTS', key) == 1
-    end
-    if not ok then
-        return g
-    end
-end
 while i <= #ARGV do
-    local name, argc, mask = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-    i = i + 3
-    local args = {}
-    for a = 1, argc do
-        if string.sub(mask, a, a) == '1' then
-            args[a] = KEYS[tonumber(ARGV[i])]
+    local failed = 0
+    local nguards = tonumber(ARGV[i]); i = i + 1
+    for g = 1, nguards do
+        local kind, key, arg = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
+        i = i + 3
+        local ok
+        if kind == 'Z' then
+            ok = redis.call('ZSCORE', key, arg) ~= false
+        elseif kind == 'C' then
+            ok = redis.call('SCARD', key) == tonumber(arg)
+        elseif kind == 'F' then
+            ok = redis.call('HGET', key, arg) == ARGV[i]
+            i = i + 1
         else
-            args[a] = ARGV[i]
+            ok = redis.call('EXISTS', key) == 1
         end
-        i = i + 1
+        if not ok and failed == 0 then
+            failed = g
+        end
     end
-    redis.call(name, unpack(args))
+    local ncmds = tonumber(ARGV[i]); i = i + 1
+    for c = 1, ncmds do
+        local name, argc, mask = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+        i = i + 3
+        if failed == 0 then
+            local args = {}
+            for a = 1, argc do
+                if string.sub(mask, a, a) == '1' then
+                    args[a] = KEYS[tonumber(ARGV[i + a - 1])]
+                else
+                    args[a] = ARGV[i + a - 1]
+                end
+            end
+            redis.call(name, unpack(args))
+        end
+        i = i + argc
+    end
+    results[#results + 1] = failed
 end
-return 0
+return results
 """
 
 
@@ -99,6 +112,11 @@ class Batch:
         self._cmds.append((name, len(args), mask, encoded))
         return self
 
+    def _keyed(self, name: str, key: str, *args: Any) -> Batch:
+        """The common shape, one key then plain arguments, without per-argument checks."""
+        self._cmds.append((name, len(args) + 1, '1' + '0' * len(args), [self._k(key), *args]))
+        return self
+
     # -- guards --------------------------------------------------------------------------
 
     def guard_member(self, key: str, member: str) -> None:
@@ -124,19 +142,19 @@ class Batch:
             pairs += [key, value]
         for f, v in (mapping or {}).items():
             pairs += [f, v]
-        return self.call('HSET', Key(name), *pairs)
+        return self._keyed('HSET', name, *pairs)
 
     def hincrby(self, name: str, key: str, amount: int = 1) -> Batch:
-        return self.call('HINCRBY', Key(name), key, amount)
+        return self._keyed('HINCRBY', name, key, amount)
 
     def hincrbyfloat(self, name: str, key: str, amount: float = 1.0) -> Batch:
-        return self.call('HINCRBYFLOAT', Key(name), key, amount)
+        return self._keyed('HINCRBYFLOAT', name, key, amount)
 
     def expire(self, name: str, time: int) -> Batch:
-        return self.call('EXPIRE', Key(name), time)
+        return self._keyed('EXPIRE', name, time)
 
     def persist(self, name: str) -> Batch:
-        return self.call('PERSIST', Key(name))
+        return self._keyed('PERSIST', name)
 
     def delete(self, *names: str) -> Batch:
         return self.call('DEL', *[Key(n) for n in names])
@@ -145,28 +163,28 @@ class Batch:
         pairs: list[Any] = []
         for member, score in mapping.items():
             pairs += [score, member]
-        return self.call('ZADD', Key(name), *(['XX'] if xx else []), *pairs)
+        return self._keyed('ZADD', name, *(['XX'] if xx else []), *pairs)
 
     def zrem(self, name: str, *values: Any) -> Batch:
-        return self.call('ZREM', Key(name), *values)
+        return self._keyed('ZREM', name, *values)
 
     def zremrangebyscore(self, name: str, min: Any, max: Any) -> Batch:
-        return self.call('ZREMRANGEBYSCORE', Key(name), min, max)
+        return self._keyed('ZREMRANGEBYSCORE', name, min, max)
 
     def sadd(self, name: str, *values: Any) -> Batch:
-        return self.call('SADD', Key(name), *values)
+        return self._keyed('SADD', name, *values)
 
     def srem(self, name: str, *values: Any) -> Batch:
-        return self.call('SREM', Key(name), *values)
+        return self._keyed('SREM', name, *values)
 
     def lpush(self, name: str, *values: Any) -> Batch:
-        return self.call('LPUSH', Key(name), *values)
+        return self._keyed('LPUSH', name, *values)
 
     def rpush(self, name: str, *values: Any) -> Batch:
-        return self.call('RPUSH', Key(name), *values)
+        return self._keyed('RPUSH', name, *values)
 
     def lrem(self, name: str, count: int, value: Any) -> Batch:
-        return self.call('LREM', Key(name), count, value)
+        return self._keyed('LREM', name, count, value)
 
     def xadd(self, name: str, fields: dict[Any, Any], maxlen: int | None = None, approximate: bool = True) -> Batch:
         args: list[Any] = []
@@ -175,34 +193,100 @@ class Batch:
         args.append('*')
         for f, v in fields.items():
             args += [f, v]
-        return self.call('XADD', Key(name), *args)
+        return self._keyed('XADD', name, *args)
 
     # -- running ---------------------------------------------------------------------------
 
-    def _blob(self) -> bytes:
+    def _items(self, key_offset: int) -> list[Any]:
         items: list[Any] = [len(self._guards)]
-        for guard in self._guards:
-            items += guard
+        for kind, idx, *rest in self._guards:
+            items += [kind, idx + key_offset, *rest]
+        items.append(len(self._cmds))
         for name, argc, mask, encoded in self._cmds:
-            items += [name, argc, mask or '-', *encoded]
-        parts: list[bytes] = []
-        append = parts.append
-        for item in items:
-            kind = type(item)
-            if kind is bytes:
-                data = item
-            elif kind is str:
-                data = item.encode()
-            elif kind is int:
-                data = b'%d' % item
-            else:
-                data = encode(item)
-            append(b'%d:' % len(data))
-            append(data)
-        return b''.join(parts)
+            args = [a + key_offset if m == '1' else a for a, m in zip(encoded, mask)] if key_offset else encoded
+            items += [name, argc, mask or '-', *args]
+        return items
 
     async def run(self, conn: Redis) -> int:
         """0 when the guards held and everything ran; else the index of the failed guard."""
         if not self._cmds and not self._guards:
             return 0
-        return int(await scripts.run(conn, GUARDED_BATCH_SCRIPT, self._keys, [self._blob()]))
+        return (await run_batches(conn, [self]))[0]
+
+
+def _blob(items: list[Any]) -> bytes:
+    parts: list[bytes] = []
+    append = parts.append
+    for item in items:
+        kind = type(item)
+        if kind is bytes:
+            data = item
+        elif kind is str:
+            data = item.encode()
+        elif kind is int:
+            data = b'%d' % item
+        else:
+            data = encode(item)
+        append(b'%d:' % len(data))
+        append(data)
+    return b''.join(parts)
+
+
+async def run_batches(conn: Redis, batches: list[Batch]) -> list[int]:
+    """Several independent batches in one script call; each keeps its own guards."""
+    keys_: list[str] = []
+    items: list[Any] = []
+    for batch in batches:
+        items += batch._items(len(keys_))
+        keys_ += batch._keys
+    return [int(r) for r in await scripts.run(conn, GUARDED_BATCH_SCRIPT, keys_, [_blob(items)])]
+
+
+BatchRunner = Callable[['Batch'], Awaitable[int]]
+
+
+class Combiner:
+    """Coalesces batches submitted while a call is in flight into the next single script call.
+
+    No artificial delay: the first batch goes out at once, and whatever arrives meanwhile rides
+    together in the next call. Sections keep their own guards, so each submitter gets its own
+    result; if a combined call fails with a Redis error reply, each batch is retried on its own
+    so one bad batch cannot fail the others.
+    """
+
+    MAX_SECTIONS = 64
+
+    def __init__(self, conn: Redis) -> None:
+        self.conn = conn
+        self.pending: list[tuple[Batch, asyncio.Future[int]]] = []
+        self.flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, batch: Batch) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending.append((batch, future))
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.ensure_future(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self.pending:
+            group, self.pending = self.pending[: self.MAX_SECTIONS], self.pending[self.MAX_SECTIONS :]
+            try:
+                results = await run_batches(self.conn, [b for b, _ in group])
+            except ResponseError:
+                for batch, future in group:
+                    try:
+                        future.set_result((await run_batches(self.conn, [batch]))[0])
+                    except Exception as e:
+                        future.set_exception(e)
+                continue
+            except BaseException as e:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(e if isinstance(e, Exception) else ConnectionError(str(e)))
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            for (_, future), result in zip(group, results):
+                if not future.done():
+                    future.set_result(result)

@@ -18,7 +18,7 @@ from rq.results import Result
 from rq.utils import as_text, current_timestamp, now, utcformat
 
 from . import dependents, keys, ratelimit, scripts
-from .batch import Batch
+from .batch import Batch, BatchRunner
 from .codec import restore_job, save
 from .enqueue import buffer_enqueue, buffer_persist, schedule_score
 from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_record_failure, buffer_result, buffer_retry
@@ -370,7 +370,13 @@ async def _superseded(conn: Redis, worker_name: str, ex: Execution) -> bool:
 
 
 async def finish_success(
-    conn: Redis, worker_name: str, ex: Execution, return_value: Any, default_result_ttl: int, serializer: Any = None
+    conn: Redis,
+    worker_name: str,
+    ex: Execution,
+    return_value: Any,
+    default_result_ttl: int,
+    serializer: Any = None,
+    run: BatchRunner | None = None,
 ) -> bool:
     """§4.9 (with §4.11 phase A inside, §4.13 repeats). ``False`` when the outcome was superseded."""
     job = ex.job
@@ -414,7 +420,7 @@ async def finish_success(
                 await buffer_job_cleanup(conn, batch, job, result_ttl)
             job._status = JobStatus.FINISHED
         buffer_execution_cleanup(batch, worker_name, ex)
-        failed_guard = await batch.run(conn)
+        failed_guard = await (run(batch) if run is not None else batch.run(conn))
         if failed_guard == 0:
             await ratelimit.release_slot(conn, job)
             return True
