@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -51,6 +51,13 @@ def buffer_persist(pipe: Sink, job: RQJob, status: JobStatus) -> None:
     pipe.hset(keys.job(job.id), 'status', status.value)
     save(pipe, job)
     buffer_cleanup(pipe, job, job.ttl)
+
+
+def buffer_schedule_in(sink: Sink, job: RQJob, seconds: int) -> None:
+    """``Queue.schedule_job`` at now + ``seconds`` (retries with an interval, delayed repeats)."""
+    sink.sadd(keys.QUEUES, keys.queue(job.origin))
+    buffer_persist(sink, job, JobStatus.SCHEDULED)
+    sink.zadd(keys.registry('scheduled', job.origin), {job.id: schedule_score(now() + timedelta(seconds=seconds))})
 
 
 def prepare_for_queue(job: RQJob, queue_name: str, default_timeout: int) -> None:

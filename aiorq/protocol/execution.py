@@ -20,7 +20,7 @@ from rq.utils import as_text, current_timestamp, now, utcformat
 from . import dependents, keys, ratelimit, scripts
 from .batch import Batch, BatchRunner
 from .codec import restore_job, save
-from .enqueue import buffer_enqueue, buffer_persist, schedule_score
+from .enqueue import buffer_enqueue, buffer_schedule_in
 from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_record_failure, buffer_result, buffer_retry
 
 logger = logging.getLogger('aiorq.protocol')
@@ -345,12 +345,7 @@ def buffer_repeat(sink: Any, job: RQJob) -> None:
     if interval == 0:
         buffer_enqueue(sink, job, job.origin, int(job.timeout or 180), False)
     else:
-        from datetime import timedelta
-
-        when = now() + timedelta(seconds=interval)
-        sink.sadd(keys.QUEUES, keys.queue(job.origin))
-        buffer_persist(sink, job, JobStatus.SCHEDULED)
-        sink.zadd(keys.registry('scheduled', job.origin), {job.id: schedule_score(when)})
+        buffer_schedule_in(sink, job, interval)
 
 
 async def _commit(conn: Redis, batch: Batch, worker_name: str, ex: Execution) -> bool:
@@ -391,17 +386,7 @@ async def finish_success(
             job._status = JobStatus.FINISHED
             sink.hset(keys.job(job.id), 'status', JobStatus.FINISHED.value)
             save(sink, job, include_meta=False, include_result=False)
-            buffer_result(
-                sink,
-                job,
-                Result.Type.SUCCESSFUL,
-                result_ttl,
-                return_value=return_value,
-                worker_name=worker_name,
-                execution_id=ex.id,
-                execution_started_at=_dt(ex.created_at),
-                execution_ended_at=job.ended_at,
-            )
+            _execution_result(sink, job, ex, worker_name, Result.Type.SUCCESSFUL, result_ttl, return_value=return_value)
             score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
             sink.zadd(keys.registry('finished', job.origin), {job.id: score})
 
@@ -455,6 +440,23 @@ async def finish_success(
     return True
 
 
+def _execution_result(
+    sink: Any, job: RQJob, ex: Execution | None, worker_name: str, type_: Result.Type, ttl: int | None, **values: Any
+) -> None:
+    """The Result entry of an execution's outcome, with the execution's id and times."""
+    buffer_result(
+        sink,
+        job,
+        type_,
+        ttl,
+        worker_name=worker_name,
+        execution_id=ex.id if ex else None,
+        execution_started_at=_dt(ex.created_at) if ex else None,
+        execution_ended_at=job.ended_at,
+        **values,
+    )
+
+
 def _dt(epoch: float) -> datetime:
     from datetime import timezone
 
@@ -487,17 +489,7 @@ async def finish_failure(
         batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
     if record and not retry:
         await buffer_failed_registry_add(conn, batch, job, exc_string)
-        buffer_result(
-            batch,
-            job,
-            Result.Type.FAILED,
-            job.failure_ttl,
-            exc_string=exc_string,
-            worker_name=worker_name,
-            execution_id=ex.id if ex else None,
-            execution_started_at=_dt(ex.created_at) if ex else None,
-            execution_ended_at=job.ended_at,
-        )
+        _execution_result(batch, job, ex, worker_name, Result.Type.FAILED, job.failure_ttl, exc_string=exc_string)
     _counters(batch, worker_name, job, False)
     if retry:
         await buffer_retry(conn, batch, job)
@@ -527,44 +519,21 @@ async def finish_returned_retry(conn: Redis, worker_name: str, ex: Execution, re
         batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
         buffer_execution_cleanup(batch, worker_name, ex)
         await buffer_failed_registry_add(conn, batch, job, '')
-        buffer_result(
-            batch,
-            job,
-            Result.Type.MAX_RETRIES_EXCEEDED,
-            job.failure_ttl,
-            return_value=retry,
-            worker_name=worker_name,
-            execution_id=ex.id,
-            execution_started_at=_dt(ex.created_at),
-            execution_ended_at=job.ended_at,
+        _execution_result(
+            batch, job, ex, worker_name, Result.Type.MAX_RETRIES_EXCEEDED, job.failure_ttl, return_value=retry
         )
         _counters(batch, worker_name, job, False)
     else:
         _counters(batch, worker_name, job, False)
-        buffer_result(
-            batch,
-            job,
-            Result.Type.RETRIED,
-            job.failure_ttl,
-            return_value=retry,
-            worker_name=worker_name,
-            execution_id=ex.id,
-            execution_started_at=_dt(ex.created_at),
-            execution_ended_at=job.ended_at,
-        )
+        _execution_result(batch, job, ex, worker_name, Result.Type.RETRIED, job.failure_ttl, return_value=retry)
         interval = Retry.get_interval(job.number_of_retries or 0, retry.intervals)
         job.number_of_retries = 1 if not job.number_of_retries else job.number_of_retries + 1
         job.enqueue_at_front_on_retry = job.enqueue_at_front_on_retry or retry.enqueue_at_front
         if interval:
-            from datetime import timedelta
-
+            # rq sends this status write on its own, ahead of the transaction.
             job._status = JobStatus.SCHEDULED
             await conn.hset(keys.job(job.id), 'status', JobStatus.SCHEDULED.value)
-            batch.sadd(keys.QUEUES, keys.queue(job.origin))
-            buffer_persist(batch, job, JobStatus.SCHEDULED)
-            batch.zadd(
-                keys.registry('scheduled', job.origin), {job.id: schedule_score(now() + timedelta(seconds=interval))}
-            )
+            buffer_schedule_in(batch, job, interval)
         else:
             buffer_enqueue(batch, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
         buffer_execution_cleanup(batch, worker_name, ex)

@@ -3,7 +3,7 @@ exception-based retries and Result stream entries (rq-protocol §4.10, §4.12, �
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -11,11 +11,11 @@ from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.results import Result
-from rq.utils import current_timestamp, now
+from rq.utils import current_timestamp
 
 from . import keys
 from .codec import NOIO, save
-from .enqueue import Sink, buffer_cleanup, buffer_enqueue, buffer_persist, schedule_score
+from .enqueue import Sink, buffer_cleanup, buffer_enqueue, buffer_schedule_in
 
 
 def buffer_result(
@@ -115,9 +115,6 @@ async def buffer_retry(conn: Redis, pipe: Sink, job: RQJob) -> None:
         # rq sends this status write on its own, ahead of the transaction.
         job._status = JobStatus.SCHEDULED
         await conn.hset(keys.job(job.id), 'status', JobStatus.SCHEDULED.value)
-        pipe.sadd(keys.QUEUES, keys.queue(job.origin))
-        buffer_persist(pipe, job, JobStatus.SCHEDULED)
-        when = now() + timedelta(seconds=interval)
-        pipe.zadd(keys.registry('scheduled', job.origin), {job.id: schedule_score(when)})
+        buffer_schedule_in(pipe, job, interval)
     else:
         buffer_enqueue(pipe, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
