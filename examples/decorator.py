@@ -11,25 +11,10 @@ Exits 0 when the result is 3, 1 when it is wrong or does not come within ``--tim
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import sys
-
 import mylib
+from _cli import result_is, run
 
 import aiorq
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Enqueue mylib.summator(1, 2) with .delay and wait for its result.')
-    parser.add_argument(
-        '--url',
-        default=os.environ.get('RQ_REDIS_URL') or os.environ.get('REDIS_URL') or 'redis://127.0.0.1:6379/0',
-        help='Redis URL (default: $RQ_REDIS_URL, $REDIS_URL, then redis://127.0.0.1:6379/0)',
-    )
-    parser.add_argument('--timeout', type=float, default=30, help='seconds to wait for the result (default 30)')
-    return parser.parse_args()
 
 
 async def main(url: str, timeout: float) -> int:
@@ -37,13 +22,7 @@ async def main(url: str, timeout: float) -> int:
     aiorq.push_connection(redis)
     try:
         job = await mylib.summator.delay(1, 2)
-        latest = await job.latest_result(timeout=timeout)
-        if latest is None:
-            print(f'No result for job {job.id} within {timeout:g} s: is a worker on my_queue?', file=sys.stderr)
-            return 1
-        result = await job.result
-        if result != 3:
-            print(f'{result!r} is not equal 3 ({latest.type.name}: {latest.exc_string})', file=sys.stderr)
+        if not await result_is(job, 3, timeout):
             return 1
         print('Well done, Turner!')
         return 0
@@ -53,5 +32,4 @@ async def main(url: str, timeout: float) -> int:
 
 
 if __name__ == '__main__':
-    args = parse_args()
-    sys.exit(asyncio.run(main(args.url, args.timeout)))
+    run('Enqueue mylib.summator(1, 2) with .delay and wait for its result.', main)
