@@ -21,14 +21,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-from typing import IO
 
 import pytest
 import redis
 import rq
 import tasks
+from processes import Processes
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.results import Result
@@ -38,63 +36,25 @@ WITH_RETRY = 3
 WITHOUT_RETRY = 3
 
 
-class Procs:
-    """Subprocesses with their output in files; whatever still runs is killed at the end."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.running: list[tuple[subprocess.Popen[bytes], IO[bytes], Path]] = []
-
-    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = self.directory / f'{name}.log'
-        out = log.open('wb')
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        self.running.append((proc, out, log))
-        return proc
-
-    def log(self, proc: subprocess.Popen[bytes]) -> str:
-        for p, out, log in self.running:
-            if p is proc:
-                out.flush()
-                return log.read_text(errors='replace')[-4000:]
-        return ''
-
-    def stop_all(self) -> None:
-        for proc, out, _ in self.running:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-            out.close()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    p = Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.stop_all()
-
-
 def aiorq_worker(url: str, *options: str) -> list[str]:
     return [sys.executable, '-m', 'aiorq_worker', 'worker', '--url', url, *options, QUEUE]
 
 
-def kill_mid_job(sync_conn: redis.Redis, redis_url: str, procs: Procs) -> tuple[list[str], list[str]]:
+def kill_mid_job(sync_conn: redis.Redis, redis_url: str, processes: Processes) -> tuple[list[str], list[str]]:
     """Enqueue slow jobs (some with ``Retry(max=1)``), let one aiorq worker start all of them,
     SIGKILL it, then age the started registry. Returns (ids with a retry, ids without)."""
     q = rq.Queue(QUEUE, connection=sync_conn)
     retried = [q.enqueue(tasks.slow_from_redis, retry=rq.Retry(max=1)).id for _ in range(WITH_RETRY)]
     plain = [q.enqueue(tasks.slow_from_redis).id for _ in range(WITHOUT_RETRY)]
     ids = retried + plain
-    worker = procs.start('victim', aiorq_worker(redis_url, '--job-monitoring-interval', '1'))
+    worker = processes.start('victim', aiorq_worker(redis_url, '--job-monitoring-interval', '1'))
     deadline = time.monotonic() + 20
     while True:
         statuses = [j.get_status(refresh=False) for j in RQJob.fetch_many(ids, connection=sync_conn)]
         if all(s == JobStatus.STARTED for s in statuses) and sync_conn.llen('ran') == len(ids):
             break
-        assert worker.poll() is None, procs.log(worker)
-        assert time.monotonic() < deadline, f'{statuses}\n{procs.log(worker)}'
+        assert worker.poll() is None, processes.log(worker)
+        assert time.monotonic() < deadline, f'{statuses}\n{processes.log(worker)}'
         time.sleep(0.05)
     assert sync_conn.zcard(f'rq:wip:{QUEUE}') == len(ids)
 
@@ -129,8 +89,10 @@ def assert_nothing_in_flight(sync_conn: redis.Redis) -> None:
     assert sync_conn.llen(f'rq:queue:{QUEUE}:intermediate') == 0
 
 
-def test_rq_info_recovers_jobs_of_a_killed_aiorq_worker(sync_conn: redis.Redis, redis_url: str, procs: Procs) -> None:
-    retried, plain = kill_mid_job(sync_conn, redis_url, procs)
+def test_rq_info_recovers_jobs_of_a_killed_aiorq_worker(
+    sync_conn: redis.Redis, redis_url: str, processes: Processes
+) -> None:
+    retried, plain = kill_mid_job(sync_conn, redis_url, processes)
 
     info = subprocess.run(
         [sys.executable, '-m', 'rq.cli', 'info', '--url', redis_url],
@@ -153,23 +115,23 @@ def test_rq_info_recovers_jobs_of_a_killed_aiorq_worker(sync_conn: redis.Redis, 
 
 @pytest.mark.parametrize('recoverer', ['aiorq', 'rq'])
 def test_fresh_worker_recovers_jobs_of_a_killed_aiorq_worker(
-    sync_conn: redis.Redis, redis_url: str, procs: Procs, recoverer: str
+    sync_conn: redis.Redis, redis_url: str, processes: Processes, recoverer: str
 ) -> None:
     """A fresh burst worker's startup maintenance re-queues and fails the abandoned jobs; it then
     runs the re-queued ones (now sleeping 0 s)."""
-    retried, plain = kill_mid_job(sync_conn, redis_url, procs)
+    retried, plain = kill_mid_job(sync_conn, redis_url, processes)
     sync_conn.set('sleep_seconds', 0)
 
     if recoverer == 'aiorq':
         args = aiorq_worker(redis_url, '--burst')
     else:
         args = [sys.executable, '-m', 'rq.cli', 'worker', '--burst', '--url', redis_url, QUEUE]
-    worker = procs.start(f'recoverer-{recoverer}', args)
+    worker = processes.start(f'recoverer-{recoverer}', args)
     try:
         code = worker.wait(60)
     except subprocess.TimeoutExpired:
         code = None
-    assert code == 0, procs.log(worker)
+    assert code == 0, processes.log(worker)
 
     for job in RQJob.fetch_many(retried, connection=sync_conn):
         assert job is not None

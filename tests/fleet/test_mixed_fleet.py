@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 import redis
 import rq
 import tasks
+from processes import Processes
 from redis.asyncio import Redis
 from rq.command import send_shutdown_command
 from rq.job import Job as RQJob
@@ -99,60 +97,6 @@ def plan(rng: random.Random) -> list[Spec]:
     return specs
 
 
-class Fleet:
-    """Worker subprocesses with their output in log files (a pipe nobody reads would block them)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.procs: dict[int, tuple[str, subprocess.Popen[bytes], IO[bytes], Path]] = {}
-
-    def spawn(self, kind: str, args: list[str]) -> None:
-        log = self.directory / f'{kind}-{len(self.procs)}.log'
-        out = log.open('wb')
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        self.procs[proc.pid] = (kind, proc, out, log)
-
-    def kind_of(self, pid: int) -> str:
-        return self.procs[pid][0]
-
-    def logs(self, tail: int = 3000) -> str:
-        parts = []
-        for pid, (kind, proc, out, log) in self.procs.items():
-            out.flush()
-            parts.append(f'--- {kind} pid {pid} rc {proc.poll()} ---\n{log.read_text(errors="replace")[-tail:]}')
-        return '\n'.join(parts)
-
-    def wait_all(self, timeout: float) -> dict[int, int | None]:
-        deadline = time.monotonic() + timeout
-        codes: dict[int, int | None] = {}
-        for pid, (_, proc, _, _) in self.procs.items():
-            try:
-                codes[pid] = proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                codes[pid] = None
-        return codes
-
-    def kill_all(self) -> None:
-        for _, proc, out, _ in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            out.close()
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    try:
-        yield f
-    finally:
-        f.kill_all()
-
-
 def statuses(conn: redis.Redis, ids: list[str]) -> list[str | None]:
     with conn.pipeline(transaction=False) as pipe:
         for job_id in ids:
@@ -165,13 +109,15 @@ def parse(stamp: bytes | None) -> datetime:
     return datetime.strptime(stamp.decode(), '%Y-%m-%dT%H:%M:%S.%fZ')
 
 
-async def test_mixed_fleet_drains_one_queue(conn: Redis, sync_conn: redis.Redis, redis_url: str, fleet: Fleet) -> None:
+async def test_mixed_fleet_drains_one_queue(
+    conn: Redis, sync_conn: redis.Redis, redis_url: str, processes: Processes
+) -> None:
     py = sys.executable
     stock = [py, '-m', 'rq.cli', 'worker', '--url', redis_url, *MAINTENANCE]
-    fleet.spawn('rq-fork', [*stock, QUEUE])
-    fleet.spawn('rq-simple', [*stock, '-w', 'rq.worker.SimpleWorker', QUEUE])
+    processes.start('rq-fork', [*stock, QUEUE])
+    processes.start('rq-simple', [*stock, '-w', 'rq.worker.SimpleWorker', QUEUE])
     for _ in range(2):
-        fleet.spawn(
+        processes.start(
             'aiorq', [py, '-m', 'aiorq_worker', 'worker', '--url', redis_url, *MAINTENANCE, '--concurrency', '8', QUEUE]
         )
 
@@ -181,7 +127,7 @@ async def test_mixed_fleet_drains_one_queue(conn: Redis, sync_conn: redis.Redis,
         workers = RQWorker.all(connection=sync_conn)
         if len(workers) == 4 and all(w.state == 'idle' for w in workers):
             break
-        assert time.monotonic() < deadline, f'workers did not come up: {workers}\n{fleet.logs()}'
+        assert time.monotonic() < deadline, f'workers did not come up: {workers}\n{processes.logs()}'
         await asyncio.sleep(0.1)
 
     specs = plan(random.Random(SEED))
@@ -204,18 +150,18 @@ async def test_mixed_fleet_drains_one_queue(conn: Redis, sync_conn: redis.Redis,
         if not pending and sync_conn.llen(f'rq:queue:{QUEUE}') == 0 and sync_conn.zcard(f'rq:wip:{QUEUE}') == 0:
             break
         assert time.monotonic() < deadline, (
-            f'{len(pending)} jobs not terminal after {DEADLINE}s: {Counter(current)}\n{fleet.logs()}'
+            f'{len(pending)} jobs not terminal after {DEADLINE}s: {Counter(current)}\n{processes.logs()}'
         )
         await asyncio.sleep(0.2)
 
     # The workers' counters, read as rq reads them, before anyone shuts down.
     workers = RQWorker.all(connection=sync_conn)
-    assert sorted(fleet.kind_of(w.pid) for w in workers) == ['aiorq', 'aiorq', 'rq-fork', 'rq-simple']
+    assert sorted(processes.name_of(w.pid) for w in workers) == ['aiorq', 'aiorq', 'rq-fork', 'rq-simple']
     succeeded = [s for s in specs if not s.fails]
     failed = [s for s in specs if s.fails]
     by_worker = {w.name: (w.successful_job_count, w.failed_job_count) for w in workers}
     for w in workers:
-        assert w.successful_job_count > 0, f'{fleet.kind_of(w.pid)} worker {w.name} ran no job: {by_worker}'
+        assert w.successful_job_count > 0, f'{processes.name_of(w.pid)} worker {w.name} ran no job: {by_worker}'
     assert sum(ok for ok, _ in by_worker.values()) == len(succeeded)
     assert sum(ko for _, ko in by_worker.values()) == len(failed)
     # Each job hash names the worker that ran it; that tally matches the worker counters.
@@ -227,8 +173,8 @@ async def test_mixed_fleet_drains_one_queue(conn: Redis, sync_conn: redis.Redis,
 
     for w in workers:
         send_shutdown_command(sync_conn, w.name)
-    codes = fleet.wait_all(30)
-    assert all(code == 0 for code in codes.values()), f'exit codes {codes}\n{fleet.logs()}'
+    codes = processes.wait_all(30)
+    assert all(code == 0 for code in codes.values()), f'exit codes {codes}\n{processes.logs()}'
     assert RQWorker.all(connection=sync_conn) == []
     assert sync_conn.keys('rq:worker:*:executions') == []
 
@@ -284,7 +230,9 @@ async def test_mixed_fleet_drains_one_queue(conn: Redis, sync_conn: redis.Redis,
         'aiorq',
     ],
 )
-def test_one_worker_releases_every_dependent(sync_conn: redis.Redis, redis_url: str, fleet: Fleet, worker: str) -> None:
+def test_one_worker_releases_every_dependent(
+    sync_conn: redis.Redis, redis_url: str, processes: Processes, worker: str
+) -> None:
     """A single burst worker drains 300 parent → child chains; every child is released when its
     parent finishes (rq-protocol §4.11), none is left ``ready_to_enqueue`` for maintenance.
 
@@ -299,7 +247,7 @@ def test_one_worker_releases_every_dependent(sync_conn: redis.Redis, redis_url: 
         args = [sys.executable, '-m', 'rq.cli', 'worker', '--burst', '--url', redis_url, '-w', 'rq.worker.SimpleWorker']
     else:
         args = [sys.executable, '-m', 'aiorq_worker', 'worker', '--burst', '--url', redis_url]
-    fleet.spawn(worker, [*args, QUEUE])
-    assert fleet.wait_all(60) == {pid: 0 for pid in fleet.procs}, fleet.logs()
+    processes.start(worker, [*args, QUEUE])
+    assert processes.wait_all(60) == {pid: 0 for pid in processes.procs}, processes.logs()
     assert Counter(statuses(sync_conn, children)) == {'finished': len(children)}
     assert sync_conn.zcard(f'rq:ready:{QUEUE}') == 0
