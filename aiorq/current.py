@@ -8,10 +8,13 @@ of worker.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
 import rq.job
+from redis.asyncio import Redis
 
 from . import protocol as p
 from .connections import async_connection, current_connection_or_none, push_connection
@@ -33,11 +36,37 @@ def get_current_job() -> Job | None:
     if stock is None:
         return None
     conn = current_connection_or_none()
+    closer = None
     if conn is None:
         conn = async_connection(stock.connection)
         push_connection(conn)
+        closer = _close_with_loop(conn)
     codec = copy.copy(stock)
     codec.connection = p.codec.NOIO
     job = Job._wrap(codec, conn)
+    job._closer = closer  # type: ignore[attr-defined]  # kept alive as long as the job
     _current_job.set(job)
     return job
+
+
+async def _closing(conn: Redis) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await conn.aclose()
+
+
+def _close_with_loop(conn: Redis) -> AsyncIterator[None] | None:
+    """Close a client aiorq made for a stock worker's coroutine job when its event loop ends.
+
+    Stock rq runs the coroutine with ``asyncio.run``, which finalizes pending async generators
+    before closing the loop; a started generator whose ``finally`` closes the client rides on
+    that, without any hook in rq.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    gen = _closing(conn)
+    asyncio.ensure_future(gen.__anext__())
+    return gen

@@ -71,3 +71,15 @@ async def test_rq_requeue_and_empty_on_aiorq_data(conn: Redis, redis_url: str) -
     assert emptied.returncode == 0, emptied.stderr
     assert await q.count == 0
     assert not await Job.exists(job.id, connection=conn)
+
+
+async def test_coroutine_jobs_on_simple_worker_close_their_client(conn: Redis, redis_url: str) -> None:
+    """In one stock process, each coroutine job runs on a fresh loop (``asyncio.run``): the async
+    client that ``aiorq.get_current_job()`` made for it is closed with that loop, not leaked."""
+    q = Queue('q', connection=conn)
+    jobs = [await q.enqueue(tasks.introspect, i) for i in range(3)]
+    cmd = [sys.executable, '-W', 'always', '-m', 'rq.cli', 'worker', '--burst', '-w', 'rq.worker.SimpleWorker']
+    done = subprocess.run([*cmd, '--url', redis_url, 'q'], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert 'unclosed' not in done.stderr, done.stderr
+    assert [(await j.result)['meta'] for j in jobs] == [{'progress': i} for i in range(3)]
