@@ -200,3 +200,17 @@ async def async_fail() -> None:
 
 async def async_noop() -> None:
     return None
+
+
+async def progress_then_wait() -> str:
+    """Publishes progress in meta, then waits until someone pushes to ``go``."""
+    import aiorq
+
+    job = aiorq.get_current_job()
+    assert job is not None
+    job.meta['progress'] = 50
+    await job.save_meta()
+    await job.connection.blpop(['go'], timeout=20)
+    job.meta['progress'] = 100
+    await job.save_meta()
+    return 'done'

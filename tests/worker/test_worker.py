@@ -200,3 +200,15 @@ async def test_process_mode(conn: Redis, sync_conn: redis.Redis) -> None:
     assert 'ValueError: child' in failure and 'tasks.py' in failure
     assert await after.result == 7  # the pool survived the kill
     assert await coro.result == 2
+
+
+async def test_meta_progress_read_from_outside_while_running(conn: Redis, sync_conn: redis.Redis) -> None:
+    job = await Queue('q', connection=conn).enqueue(tasks.progress_then_wait)
+    task = asyncio.ensure_future(Worker('q', connection=conn, name='progress').work(burst=True))
+    await wait_for(lambda: RQJob.fetch(job.id, connection=sync_conn).get_meta().get('progress') == 50)
+    assert RQJob.fetch(job.id, connection=sync_conn).get_status() == 'started'
+    assert (await aiorq.Job.fetch(job.id, connection=conn)).meta == {'progress': 50}
+    sync_conn.rpush('go', 1)
+    await asyncio.wait_for(task, 20)
+    assert await job.result == 'done'
+    assert RQJob.fetch(job.id, connection=sync_conn).get_meta() == {'progress': 100}
