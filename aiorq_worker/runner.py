@@ -61,15 +61,19 @@ class Runner:
     def async_job(self, job: rq.job.Job) -> aiorq.Job:
         return aiorq.Job._wrap(job, self.worker.connection)
 
+    def make_current(self, job: rq.job.Job) -> None:
+        """Make the job current for ``rq.get_current_job()`` and ``aiorq.get_current_job()``, and
+        the worker's client the current connection, in the running context."""
+        rq.job._current_job.set(self.sync_job(job))
+        set_current_job(self.async_job(job))
+        aiorq_connections.push_connection(self.worker.connection)
+        _current_worker.set(self.worker)
+
     def in_context(self, ctx: contextvars.Context, job: rq.job.Job, fn: Callable[[], Any]) -> Any:
-        """Call ``fn`` in ``ctx`` (a copy of the caller's context) with the job made current
-        for ``rq.get_current_job()`` and ``aiorq.get_current_job()``."""
+        """Call ``fn`` in ``ctx`` (a copy of the caller's context) with the job made current."""
 
         def run() -> Any:
-            rq.job._current_job.set(self.sync_job(job))
-            set_current_job(self.async_job(job))
-            aiorq_connections.push_connection(self.worker.connection)
-            _current_worker.set(self.worker)
+            self.make_current(job)
             return fn()
 
         return ctx.run(run)
@@ -83,20 +87,16 @@ class Runner:
         return await asyncio.wait_for(asyncio.shield(future), timeout)
 
     async def in_task(self, job: rq.job.Job, make: Callable[[], Any], timeout: float | None) -> Any:
-        """Run a coroutine as its own task, in a context where the job is current."""
-        coro_holder: list[Any] = []
-
-        def create() -> asyncio.Task[Any]:
-            coro = make()
-            coro_holder.append(coro)
-            return asyncio.ensure_future(coro)
-
-        task: asyncio.Task[Any] = self.in_context(contextvars.copy_context(), job, create)
-        try:
-            return await asyncio.wait_for(task, timeout)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
+        """Await a coroutine in this execution's own task: a task copies the context when it is
+        created, so what is made current here is invisible to the other executions."""
+        self.make_current(job)
+        coro = make()
+        if timeout is None:
+            return await coro
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(timeout):
+                return await coro
+        return await asyncio.wait_for(coro, timeout)
 
     # -- one execution ---------------------------------------------------------------------
 
