@@ -306,6 +306,14 @@ class Job:
         """All Results, newest first."""
         return await p.jobs.all_results(self.connection, self.id, self.serializer)
 
+    async def result_count(self) -> int:
+        """How many Results the job has (rq's ``Result.count(job)``)."""
+        return await p.jobs.result_count(self.connection, self.id)
+
+    async def delete_results(self) -> None:
+        """Delete every Result of the job (rq's ``Result.delete_all(job)``)."""
+        await p.jobs.delete_results(self.connection, self.id)
+
     async def return_value(self, refresh: bool = False) -> Any:
         """The latest successful return value, or ``None`` (cached on the object, as in rq)."""
         if refresh:

@@ -16,7 +16,6 @@ from rq.job import UNEVALUATED, JobStatus
 from rq.job import Job as RQJob
 from rq.queue import Queue as RQQueue
 from rq.results import Result
-from rq.serializers import resolve_serializer
 from rq.utils import as_text
 
 JOB_PREFIX = RQJob.redis_job_namespace_prefix
@@ -123,7 +122,3 @@ def load_data(job: RQJob) -> None:
         job._deserialize_data()
     except DeserializationError as e:
         raise DeserializationError(f'Could not deserialize the data of job {job.id}: {e.__cause__!r}') from e
-
-
-def serializer_of(serializer: Any) -> Any:
-    return resolve_serializer(serializer)

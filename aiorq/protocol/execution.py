@@ -21,7 +21,7 @@ from . import dependents, keys, ratelimit, scripts
 from .batch import Batch, BatchRunner
 from .codec import restore_job, save
 from .enqueue import buffer_enqueue, buffer_schedule_in
-from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_record_failure, buffer_result, buffer_retry
+from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_result, buffer_retry
 
 logger = logging.getLogger('aiorq.protocol')
 
@@ -193,12 +193,6 @@ async def heartbeat_and_check_suspended(conn: Redis, name: str, ttl: int) -> boo
         buffer_worker_heartbeat(pipe, name, ttl)
         pipe.exists(keys.SUSPENDED)
         return bool((await pipe.execute())[-1])
-
-
-async def worker_heartbeat(conn: Redis, name: str, ttl: int) -> None:
-    async with conn.pipeline(transaction=True) as pipe:
-        buffer_worker_heartbeat(pipe, name, ttl)
-        await pipe.execute()
 
 
 # -- dequeue and start ---------------------------------------------------------------------
@@ -568,20 +562,3 @@ async def fail_unstarted(
     )
     batch.hincrby(keys.worker(worker_name), 'failed_job_count', 1)
     await batch.run(conn)
-
-
-async def remove_execution_records(conn: Redis, worker_name: str, ex: Execution) -> None:
-    batch = Batch()
-    buffer_execution_cleanup(batch, worker_name, ex)
-    await batch.run(conn)
-
-
-__all__ = [
-    'Execution',
-    'START_SCRIPT',
-    'POP_SCRIPT',
-    'heartbeat_ttl',
-    'register_birth',
-    'register_death',
-    'buffer_record_failure',
-]

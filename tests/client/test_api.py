@@ -88,6 +88,9 @@ async def test_results_written_by_stock_worker(conn: Redis, sync_conn: redis.Red
     assert failure is not None and failure.type == aiorq.Result.Type.FAILED
     assert 'ValueError: nope' in (failure.exc_string or '')
     assert [r.type for r in await bad.results()] == [aiorq.Result.Type.FAILED]
+    assert await bad.result_count() == 1
+    await bad.delete_results()
+    assert await bad.result_count() == 0 and await bad.latest_result() is None
     assert await q.finished_job_registry.get_job_ids() == [ok.id]
     assert await q.failed_job_registry.get_job_ids() == [bad.id]
 
