@@ -385,27 +385,25 @@ async def finish_success(
             sink.zadd(keys.registry('finished', job.origin), {job.id: score})
 
     moved: dict[str, list[str]] = {}
-    if not await conn.scard(dependents_key):
-        batch = Batch()
-        batch.guard_member(keys.registry('started', ex.queue), ex.member)
-        batch.guard_scard(dependents_key, 0)
-        fill(batch)
-        if job.repeats_left is not None and job.repeats_left > 0:
-            buffer_repeat(batch, job)
-        else:
-            if result_ttl == 0:
-                await buffer_job_cleanup(conn, batch, job, 0)
-            else:
-                await buffer_job_cleanup(conn, batch, job, result_ttl)
-            job._status = JobStatus.FINISHED
-        buffer_execution_cleanup(batch, worker_name, ex)
-        failed_guard = await (run(batch) if run is not None else batch.run(conn))
-        if failed_guard == 0:
-            await ratelimit.release_slot(conn, job)
-            return True
-        if failed_guard == 1:
-            return await _superseded(conn, worker_name, ex)
-        job.repeats_left, job.repeat_intervals = repeats_left, repeat_intervals
+    # Fast path, one script call: valid only while the job has no dependents (guard 2); rq's
+    # WATCH-based path below handles the others.
+    batch = Batch()
+    batch.guard_member(keys.registry('started', ex.queue), ex.member)
+    batch.guard_scard(dependents_key, 0)
+    fill(batch)
+    if job.repeats_left is not None and job.repeats_left > 0:
+        buffer_repeat(batch, job)
+    else:
+        await buffer_job_cleanup(conn, batch, job, result_ttl)
+        job._status = JobStatus.FINISHED
+    buffer_execution_cleanup(batch, worker_name, ex)
+    failed_guard = await (run(batch) if run is not None else batch.run(conn))
+    if failed_guard == 0:
+        await ratelimit.release_slot(conn, job)
+        return True
+    if failed_guard == 1:
+        return await _superseded(conn, worker_name, ex)
+    job.repeats_left, job.repeat_intervals = repeats_left, repeat_intervals
     # A dependent exists (or appeared): rq's WATCH on the dependents set, with phase A inside.
     async with conn.pipeline(transaction=True) as pipe:
         while True:
