@@ -50,6 +50,7 @@ from .state import WorkerState
 logger = logging.getLogger('aiorq.worker')
 
 DEFAULT_CONCURRENCY = 16
+SUSPENSION_CHECK = 0.5  # seconds
 Hook = Callable[['Worker'], Awaitable[None]]
 
 
@@ -138,6 +139,7 @@ class Worker:
         self.stop_requested = False
         self.cold_shutdown = False
         self._slot_freed = asyncio.Event()
+        self._suspension_checked = 0.0
         self._wake = asyncio.Event()
         self._blocking: Redis | None = None
         self._blocking_id: int | None = None
@@ -388,7 +390,15 @@ class Worker:
         await px.finish_failure(self.connection, self.name, job, None, 'Job was stuck in intermediate queue.')
 
     async def check_suspension(self, burst: bool) -> bool:
-        """True while ``rq suspend`` is in force (state ``suspended`` when nothing runs)."""
+        """True while ``rq suspend`` is in force (state ``suspended`` when nothing runs).
+
+        rq checks before every dequeue; under load that is a round trip per job, so a worker that
+        is not suspended re-checks at most every ``SUSPENSION_CHECK`` seconds (the heartbeat
+        thread keeps the worker alive meanwhile).
+        """
+        if not self.suspended and time.monotonic() - self._suspension_checked < SUSPENSION_CHECK:
+            return False
+        self._suspension_checked = time.monotonic()
         ttl = self.job_monitoring_interval + 60 if self.executions else self.worker_ttl + 60
         suspended = await px.heartbeat_and_check_suspended(self.connection, self.name, ttl)
         if suspended and not self.suspended:
@@ -455,8 +465,13 @@ class Worker:
                     if one is None:
                         continue
                     popped = [one]
-                if self.stop_requested or await aiorq.is_suspended(self.connection):
-                    # Popped while stopping or suspended: put it back rather than run it.
+                    # The block may have lasted long: suspension may have begun meanwhile.
+                    self._suspension_checked = 0.0
+                    if await self.check_suspension(burst):
+                        await px.push_back(self.connection, one[0], one[1], self.single)
+                        continue
+                if self.stop_requested:
+                    # Popped while stopping: put it back rather than run it.
                     for queue_name, job_id in popped:
                         await px.push_back(self.connection, queue_name, job_id, self.single)
                     continue
