@@ -207,6 +207,27 @@ class Queue:
             return None
         return await p.queues.remove(self.connection, self.name, job_id)
 
+    async def push_job_id(self, job_id: str, pipeline: Any = None, at_front: bool = False) -> None:
+        """Push an id onto the queue (rq's low-level ``push_job_id``)."""
+        if pipeline is not None:
+            (pipeline.lpush if at_front else pipeline.rpush)(self.key, job_id)
+            return
+        await p.queues.push(self.connection, self.name, job_id, at_front)
+
+    async def pop_job_id(self) -> str | None:
+        return await p.queues.pop(self.connection, self.name)
+
+    @property
+    def scheduler_pid(self) -> AwaitableProperty[int | None]:
+        return AwaitableProperty(lambda: p.queues.scheduler_pid(self.connection, self.name), 'queue.scheduler_pid')
+
+    async def acquire_maintenance_lock(self) -> bool:
+        """rq's per-queue maintenance lock (``SET … NX EX 899``)."""
+        return await p.maintenance.acquire_cleaning_lock(self.connection, self.name)
+
+    async def release_maintenance_lock(self) -> None:
+        await p.maintenance.release_cleaning_lock(self.connection, self.name)
+
     async def compact(self) -> None:
         await p.queues.compact(self.connection, self.name)
 

@@ -8,7 +8,20 @@ and the worker call into it; nothing else builds an ``rq:`` key.
 
 from rq.exceptions import NoSuchJobError
 
-from . import codec, dependents, enqueue, jobs, keys, outcomes, queues, ratelimit, registries, scripts, workers
+from . import (
+    codec,
+    dependents,
+    enqueue,
+    jobs,
+    keys,
+    maintenance,
+    outcomes,
+    queues,
+    ratelimit,
+    registries,
+    scripts,
+    workers,
+)
 
 __all__ = [
     'NoSuchJobError',
@@ -17,6 +30,7 @@ __all__ = [
     'enqueue',
     'jobs',
     'keys',
+    'maintenance',
     'outcomes',
     'queues',
     'ratelimit',

@@ -23,6 +23,7 @@ from rq.registry import (
     StartedJobRegistry,
 )
 from rq.results import Result
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.suspension import WORKERS_SUSPENDED
 from rq.worker import BaseWorker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
@@ -109,6 +110,14 @@ def workers_by_queue(name: str) -> str:
 
 def pubsub_channel(worker_name: str) -> str:
     return PUBSUB_CHANNEL_TEMPLATE % worker_name
+
+
+def scheduler_lock(queue_name: str) -> str:
+    return RQScheduler.get_locking_key(queue_name)
+
+
+def scheduler(name: str) -> str:
+    return SCHEDULER_KEY_TEMPLATE % name
 
 
 def cleaning_lock(name: str) -> str:

@@ -59,3 +59,26 @@ async def compact(conn: Redis, name: str) -> None:
             break
         if await conn.exists(keys.job(as_text(job_id))):
             await conn.rpush(keys.queue(name), job_id)
+
+
+async def push(conn: Redis, name: str, job_id: str, at_front: bool = False) -> None:
+    """``Queue.push_job_id``: ``LPUSH`` at the front, else ``RPUSH``."""
+    if at_front:
+        await conn.lpush(keys.queue(name), job_id)
+    else:
+        await conn.rpush(keys.queue(name), job_id)
+
+
+async def pop(conn: Redis, name: str) -> str | None:
+    """``Queue.pop_job_id``: ``LPOP``."""
+    job_id = cast(bytes | None, await conn.lpop(keys.queue(name)))
+    return None if job_id is None else as_text(job_id)
+
+
+async def scheduler_pid(conn: Redis, name: str) -> int | None:
+    """The pid of the scheduler holding this queue's lock (``Queue.scheduler_pid``)."""
+    owner = cast(bytes | None, await conn.get(keys.scheduler_lock(name)))
+    if owner is None:
+        return None
+    pid = await conn.hget(keys.scheduler(as_text(owner)), 'pid')
+    return int(pid) if pid else None

@@ -234,6 +234,19 @@ async def finished_registry_ids(lib: Any, conn: Any) -> Any:
     assert await a(registry.get_job_ids()) == ['fresh']
 
 
+@case(setup_chain)
+async def push_pop_and_maintenance_lock(lib: Any, conn: Any) -> Any:
+    q = lib.Queue('q', connection=conn)
+    await a(q.push_job_id('pushed'))
+    await a(q.push_job_id('front', at_front=True))
+    assert await a(q.pop_job_id()) == 'front'
+    assert await a(q.acquire_maintenance_lock())
+    assert not await a(q.acquire_maintenance_lock())
+    await a(q.release_maintenance_lock())
+    assert await a(q.acquire_maintenance_lock())
+    assert await a(q.scheduler_pid) is None
+
+
 @pytest.mark.parametrize('name', sorted(CASES))
 async def test_same_state(name: str, rq_conn: Any, aconn: Any, aiorq_sync: Any) -> None:
     setup, scenario = CASES[name]
