@@ -25,23 +25,15 @@ from .worker import DEFAULT_CONCURRENCY, SuspendedError, Worker, install_signal_
 
 
 def _redis(url: str | None, config: dict[str, Any], connection_class: str | None) -> Any:
+    """rq's order: ``--url``, else the config module's settings, else the environment
+    (``REDIS_URL``, ``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_DB``, ``REDIS_PASSWORD``, ``REDIS_SSL`` …)."""
     from redis.asyncio import Redis
+    from rq.cli.helpers import get_redis_from_config
 
     cls: Any = import_attribute(connection_class) if connection_class else Redis
-    url = url or config.get('REDIS_URL')
     if url:
         return cls.from_url(url)
-    if config:
-        from rq.cli.helpers import get_redis_from_config
-
-        return get_redis_from_config(config, cls)
-    # rq's CLI falls back to these variables when neither a URL nor a config names a Redis.
-    return cls(
-        host=os.environ.get('REDIS_HOST', 'localhost'),
-        port=int(os.environ.get('REDIS_PORT', 6379)),
-        db=int(os.environ.get('REDIS_DB', 0)),
-        password=os.environ.get('REDIS_PASSWORD') or None,
-    )
+    return get_redis_from_config(config if config else dict(os.environ), cls)
 
 
 @click.group()
@@ -139,8 +131,8 @@ def run(options: dict[str, Any]) -> int:
             err=True,
         )
         return 2
-    for path in reversed(options['path']):
-        sys.path.insert(0, path)
+    for path in options['path']:
+        sys.path.append(path)  # as rq's CLI does
     config = read_config_file(options['config']) if options['config'] else {}
     _logging(options, config)
     queues = list(options['queues']) or list(config.get('QUEUES', [])) or ['default']

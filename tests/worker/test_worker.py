@@ -212,3 +212,25 @@ async def test_meta_progress_read_from_outside_while_running(conn: Redis, sync_c
     await asyncio.wait_for(task, 20)
     assert await job.result == 'done'
     assert RQJob.fetch(job.id, connection=sync_conn).get_meta() == {'progress': 100}
+
+
+async def test_cli_finds_redis_like_rq(conn: Redis, redis_url: str, tmp_path: Any) -> None:
+    """No --url: a config module (REDIS_URL, QUEUES), else REDIS_URL from the environment."""
+    import os
+
+    q = Queue('from_config', connection=conn)
+    first = await q.enqueue(tasks.add, 1, 1)
+    (tmp_path / 'aiorq_settings.py').write_text(
+        f'REDIS_URL = {redis_url!r}\nQUEUES = ["from_config"]\nNAME = "configured"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ('RQ_REDIS_URL', 'REDIS_URL')}
+    env['PYTHONPATH'] = os.pathsep.join([str(tmp_path), env.get('PYTHONPATH', '')])
+    cmd = [sys.executable, '-m', 'aiorq_worker', 'worker', '--burst']
+    done = subprocess.run([*cmd, '-c', 'aiorq_settings'], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert await first.result == 2
+    assert 'configured' in done.stderr
+    second = await Queue('default', connection=conn).enqueue(tasks.add, 2, 2)
+    done = subprocess.run(cmd, env={**env, 'REDIS_URL': redis_url}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert await second.result == 4
