@@ -234,3 +234,36 @@ async def test_cli_finds_redis_like_rq(conn: Redis, redis_url: str, tmp_path: An
     done = subprocess.run(cmd, env={**env, 'REDIS_URL': redis_url}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert await second.result == 4
+
+
+async def test_queue_order_and_dequeue_strategies(conn: Redis, sync_conn: redis.Redis) -> None:
+    """With one slot the worker serves queues in order (default) or rotates them (round_robin),
+    as rq's worker does."""
+
+    async def run(strategy: str) -> list[str]:
+        sync_conn.delete('ran')
+        ids: dict[str, str] = {}
+        for name in ('high', 'low'):
+            for i in range(3):
+                job = await Queue(name, connection=conn).enqueue(tasks.record_async_add, i, i)
+                ids[job.id] = name
+        await Worker(['high', 'low'], connection=conn, concurrency=1, dequeue_strategy=strategy).work(burst=True)
+        return [ids[j.decode()] for j in sync_conn.lrange('ran', 0, -1)]
+
+    assert await run('default') == ['high'] * 3 + ['low'] * 3
+    assert await run('round_robin') == ['high', 'low'] * 3
+
+
+async def test_no_prefetch(conn: Redis, sync_conn: redis.Redis) -> None:
+    """Only as many jobs leave the queue as there are free slots, and none waits in the
+    intermediate list (rq's maintenance would fail it)."""
+    q = Queue('q', connection=conn)
+    for _ in range(6):
+        await q.enqueue(tasks.async_sleep_for, 0.5)
+    task = asyncio.ensure_future(Worker('q', connection=conn, concurrency=2, name='noprefetch').work(burst=True))
+    await wait_for(lambda: sync_conn.zcard('rq:wip:q') == 2)
+    assert sync_conn.llen('rq:queue:q') == 4
+    assert sync_conn.llen('rq:queue:q:intermediate') == 0
+    assert sync_conn.scard('rq:worker:noprefetch:executions') == 2
+    assert sync_conn.hget('rq:worker:noprefetch', 'state') == b'busy'
+    await asyncio.wait_for(task, 20)
