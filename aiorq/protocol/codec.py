@@ -18,7 +18,7 @@ from rq.queue import Queue as RQQueue
 from rq.results import Result
 from rq.utils import as_text
 
-JOB_PREFIX = RQJob.redis_job_namespace_prefix
+from . import keys
 
 __all__ = [
     'NOIO',
@@ -98,7 +98,7 @@ def save(sink: Any, job: RQJob, include_meta: bool = True, include_result: bool 
     """``Job.save`` into a pipeline or batch (nothing to send when no field changed)."""
     fields = mapping(job, include_meta, include_result)
     if fields:
-        sink.hset(JOB_PREFIX + job.id, mapping=fields)
+        sink.hset(keys.job(job.id), mapping=fields)
 
 
 def encode(value: Any) -> bytes:
