@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import signal
 import socket
 import sys
@@ -20,15 +19,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.defaults import (
     DEFAULT_JOB_MONITORING_INTERVAL,
     DEFAULT_MAINTENANCE_TASK_INTERVAL,
     DEFAULT_RESULT_TTL,
     DEFAULT_WORKER_TTL,
 )
-from rq.exceptions import AbandonedJobError
 from rq.job import Job as RQJob
 from rq.serializers import resolve_serializer
 from rq.utils import now, utcformat
@@ -38,11 +34,12 @@ from rq.worker import WorkerStatus
 import aiorq
 from aiorq.connections import SYNC_CLIENT_PARAMS, sync_connection
 from aiorq.protocol import execution as px
-from aiorq.protocol import maintenance
 from aiorq.protocol.batch import Combiner
 
+from .admission import Admission
 from .commands import CommandListener
 from .heartbeat import Heartbeat
+from .maintenance import Maintenance
 from .processes import ProcessPool
 from .runner import Runner
 from .state import WorkerState
@@ -50,7 +47,6 @@ from .state import WorkerState
 logger = logging.getLogger('aiorq.worker')
 
 DEFAULT_CONCURRENCY = 16
-SUSPENSION_CHECK = 0.5  # seconds
 Hook = Callable[['Worker'], Awaitable[None]]
 
 
@@ -102,7 +98,6 @@ class Worker:
             )
         self.connection = connection
         self.queue_names = names
-        self._ordered = list(names)
         self.single = len(names) == 1
         self.name = name or uuid.uuid4().hex
         self.concurrency = concurrency
@@ -138,18 +133,16 @@ class Worker:
         self.suspended = False
         self.stop_requested = False
         self.cold_shutdown = False
-        self._slot_freed = asyncio.Event()
-        self._suspension_checked = 0.0
-        self._wake = asyncio.Event()
-        self._blocking: Redis | None = None
-        self._blocking_id: int | None = None
-        self._blocked = False
+        # Set whenever a job ends or a thread frees up: admission waits on it for a free slot.
+        self.slot_freed = asyncio.Event()
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f'aiorq-{self.name[:8]}')
         self.sync_connection = sync_connection(connection)
         self.runner = Runner(self)
         # Success transactions finishing at the same moment share one script call.
         self.combiner = Combiner(connection)
         self.commands = CommandListener(self)
+        self.admission = Admission(self)
+        self.maintenance = Maintenance(self)
         self.heartbeat: Heartbeat | None = None
 
     def __repr__(self) -> str:
@@ -190,14 +183,14 @@ class Worker:
 
         def done(_: Future[Any] | asyncio.Future[Any]) -> None:
             self.busy_threads -= 1
-            self._slot_freed.set()
+            self.slot_freed.set()
 
         future.add_done_callback(done)
 
     def execution_done(self, ex: px.Execution) -> None:
         self.executions.pop(ex.id, None)
         self.tasks.pop(ex.id, None)
-        self._slot_freed.set()
+        self.slot_freed.set()
 
     def log_start(self, ex: px.Execution) -> None:
         if self.log_job_description:
@@ -234,11 +227,11 @@ class Worker:
             return
         logger.info('Worker %s: warm shut down requested', self.name)
         self.stop_requested = True
-        self._wake.set()
-        self._slot_freed.set()
+        self.admission.wake()
+        self.slot_freed.set()
         if self.executions:
             asyncio.ensure_future(self._note_shutdown_requested())
-        asyncio.ensure_future(self._unblock())
+        asyncio.ensure_future(self.admission.unblock())
 
     def request_force_stop(self) -> None:
         logger.warning('Worker %s: cold shut down: cancelling %d jobs', self.name, len(self.tasks))
@@ -251,14 +244,6 @@ class Worker:
             await px.set_field(self.connection, self.name, 'shutdown_requested_date', utcformat(now()))
         except Exception:
             logger.debug('could not record shutdown_requested_date', exc_info=True)
-
-    async def _unblock(self) -> None:
-        """Wake a pop blocked in Redis (``CLIENT UNBLOCK`` from another connection)."""
-        if self._blocked and self._blocking_id is not None:
-            try:
-                await self.connection.client_unblock(self._blocking_id)
-            except Exception:
-                logger.debug('CLIENT UNBLOCK failed', exc_info=True)
 
     def stop_job(self, job_id: str) -> bool:
         found = False
@@ -289,21 +274,15 @@ class Worker:
         await self.bootstrap()
         admitted = 0
         try:
-            admitted = await self.admit(burst, max_jobs, max_idle_time)
+            admitted = await self.admission.run(burst, max_jobs, max_idle_time)
             await self.drain()
         finally:
             await self.teardown()
         return admitted > 0
 
     async def bootstrap(self) -> None:
-        self._blocking = Redis(
-            connection_pool=self.connection.connection_pool.__class__(
-                connection_class=self.connection.connection_pool.connection_class,
-                **{**self.connection.connection_pool.connection_kwargs, 'socket_timeout': None},
-            ),
-            single_connection_client=True,
-        )
-        self.ip_address = await px.client_address(self._blocking, self.name)
+        blocking = await self.admission.open()
+        self.ip_address = await px.client_address(blocking, self.name)
         self.birth = utcformat(now())
         await px.register_birth(self.connection, self.name, self.queue_names, self.base_fields(), self.worker_ttl + 60)
         logger.info('Worker %s: started with PID %d, aiorq %s', self.name, self.pid, aiorq.VERSION)
@@ -323,7 +302,6 @@ class Worker:
             }
             self.process_pool = ProcessPool(self.concurrency, plain, self.on_startup)
             await self.process_pool.start()
-        self._last_maintenance = 0.0
 
     async def teardown(self) -> None:
         for hook in self.on_shutdown:
@@ -341,8 +319,7 @@ class Worker:
             await px.register_death(self.connection, self.name, self.queue_names)
         except Exception:
             logger.exception('Worker %s: could not register death', self.name)
-        if self._blocking is not None:
-            await self._blocking.aclose()
+        await self.admission.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.sync_connection.close()
         logger.info('Worker %s: stopped', self.name)
@@ -350,191 +327,6 @@ class Worker:
     async def drain(self) -> None:
         while self.tasks:
             await asyncio.wait(list(self.tasks.values()))
-
-    async def maybe_maintain(self) -> None:
-        if time.monotonic() - self._last_maintenance < self.maintenance_interval and self._last_maintenance:
-            return
-        self._last_maintenance = time.monotonic()
-        for queue_name in self.queue_names:
-            try:
-                await maintenance.maintain_queue(
-                    self.connection,
-                    queue_name,
-                    serializer=self.serializer,
-                    on_abandoned=self._abandoned,
-                    on_stuck=self._stuck,
-                )
-            except (RedisConnectionError, RedisTimeoutError):
-                raise
-            except Exception:
-                logger.exception('Worker %s: maintenance of %s failed', self.name, queue_name)
-        try:
-            await maintenance.clean_groups(self.connection, self.maintenance_interval)
-        except (RedisConnectionError, RedisTimeoutError):
-            raise
-        except Exception:
-            logger.exception('Worker %s: group maintenance failed', self.name)
-
-    async def _abandoned(self, job: RQJob) -> None:
-        cb = job.failure_callback
-        args = (AbandonedJobError, AbandonedJobError(), None)
-        if cb is not None:
-            await self.runner.callback(job, cb, job.failure_callback_timeout, *args)
-        self.handle_exception(job, args)
-
-    async def _stuck(self, queue_name: str, job_id: str) -> None:
-        try:
-            job = await aiorq.protocol.jobs.fetch(self.connection, job_id, self.serializer)
-        except Exception:
-            return
-        await px.finish_failure(self.connection, self.name, job, None, 'Job was stuck in intermediate queue.')
-
-    async def check_suspension(self, burst: bool) -> bool:
-        """True while ``rq suspend`` is in force (state ``suspended`` when nothing runs).
-
-        rq checks before every dequeue; under load that is a round trip per job, so a worker that
-        is not suspended re-checks at most every ``SUSPENSION_CHECK`` seconds (the heartbeat
-        thread keeps the worker alive meanwhile).
-        """
-        if not self.suspended and time.monotonic() - self._suspension_checked < SUSPENSION_CHECK:
-            return False
-        self._suspension_checked = time.monotonic()
-        ttl = self.job_monitoring_interval + 60 if self.executions else self.worker_ttl + 60
-        suspended = await px.heartbeat_and_check_suspended(self.connection, self.name, ttl)
-        if suspended and not self.suspended:
-            logger.info('Worker %s: suspended, run `rq resume` to resume', self.name)
-            if burst:
-                logger.info('Worker %s: suspended in burst mode, exiting', self.name)
-        if suspended != self.suspended and not self.executions:
-            await px.set_state(
-                self.connection, self.name, WorkerStatus.SUSPENDED.value if suspended else WorkerStatus.IDLE.value
-            )
-        self.suspended = suspended
-        return suspended
-
-    def reorder(self, served: str) -> None:
-        if self.dequeue_strategy == 'round_robin':
-            pos = self._ordered.index(served)
-            self._ordered = self._ordered[pos + 1 :] + self._ordered[: pos + 1]
-        elif self.dequeue_strategy == 'random':
-            random.shuffle(self._ordered)
-
-    async def wait_for_slot(self) -> None:
-        while self.in_flight() >= self.concurrency and not self.stop_requested:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-
-    async def admit(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
-        admitted = 0
-        backoff = 1.0
-        idle_since = time.monotonic()
-        while not self.stop_requested:
-            try:
-                if await self.check_suspension(burst):
-                    if burst:
-                        break
-                    await self._sleep(1)
-                    continue
-                await self.maybe_maintain()
-                await self.wait_for_slot()
-                if self.stop_requested:
-                    break
-                want = self.concurrency - self.in_flight()
-                if max_jobs is not None:
-                    want = min(want, max_jobs - admitted)
-                popped = await px.pop(self.connection, self._ordered, want, self.single)
-                if not popped:
-                    if self.executions:
-                        # Jobs are running: wait for one to end rather than block in Redis,
-                        # so burst mode and max_jobs see the queue state after each finish.
-                        if burst:
-                            self._slot_freed.clear()
-                            await self._slot_freed.wait()
-                            continue
-                    elif burst:
-                        break
-                    await px.set_state(self.connection, self.name, self.desired_state())
-                    timeout = max(1, self.worker_ttl - 15)
-                    if max_idle_time is not None and not self.executions:
-                        left = max_idle_time - (time.monotonic() - idle_since)
-                        if left <= 0:
-                            logger.info('Worker %s: idle for %d seconds, quitting', self.name, max_idle_time)
-                            break
-                        timeout = max(1, min(timeout, int(left + 0.999)))
-                    one = await self.blocking_pop(timeout, burst)
-                    if one is None:
-                        continue
-                    popped = [one]
-                    # The block may have lasted long: suspension may have begun meanwhile.
-                    self._suspension_checked = 0.0
-                    if await self.check_suspension(burst):
-                        await px.push_back(self.connection, one[0], one[1], self.single)
-                        continue
-                if self.stop_requested:
-                    # Popped while stopping: put it back rather than run it.
-                    for queue_name, job_id in popped:
-                        await px.push_back(self.connection, queue_name, job_id, self.single)
-                    continue
-                backoff = 1.0
-                admitted += await self.start(popped)
-                idle_since = time.monotonic()
-                self.reorder(popped[-1][0])
-                if max_jobs is not None and admitted >= max_jobs:
-                    logger.info('Worker %s: admitted %d jobs, quitting once they finish', self.name, admitted)
-                    break
-            except (RedisConnectionError, RedisTimeoutError) as e:
-                logger.error('Worker %s: Redis unreachable (%s); retrying in %.0fs', self.name, e, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 60)
-        return admitted
-
-    async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
-
-    async def blocking_pop(self, timeout: float, burst: bool) -> tuple[str, str] | None:
-        """Block in Redis for one id; suspension and shutdown wake it through ``CLIENT UNBLOCK``."""
-        assert self._blocking is not None
-        self._blocking_id = int(await self._blocking.client_id())
-        watcher = asyncio.ensure_future(self._watch_suspension())
-        self._blocked = True
-        try:
-            if self.stop_requested:
-                return None
-            return await px.blocking_pop(self._blocking, self._ordered, timeout, self.single)
-        finally:
-            self._blocked = False
-            watcher.cancel()
-
-    async def _watch_suspension(self) -> None:
-        """While blocked in a pop, notice ``rq suspend`` within a second."""
-        while True:
-            await asyncio.sleep(1)
-            if await aiorq.is_suspended(self.connection):
-                await self._unblock()
-                return
-
-    async def start(self, popped: list[tuple[str, str]]) -> int:
-        executions, broken = await px.start_executions(
-            self.connection,
-            self.name,
-            popped,
-            interval=self.job_monitoring_interval,
-            single=self.single,
-            serializer=self.serializer,
-        )
-        for queue_name, job_id, exec_id, error in broken:
-            logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
-            await px.fail_unstarted(
-                self.connection, self.name, queue_name, job_id, exec_id, f'Job {job_id} could not be read: {error!r}'
-            )
-        for ex in executions:
-            self.executions[ex.id] = ex
-            self.tasks[ex.id] = asyncio.ensure_future(self.runner.run(ex))
-        return len(executions) + len(broken)
 
 
 def _hooks(value: Sequence[Hook] | Hook | None) -> list[Hook]:

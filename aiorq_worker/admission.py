@@ -1,0 +1,220 @@
+"""Admission: take a job only when a slot is free; block in Redis when the queues are empty.
+
+No prefetch (an id never waits in the intermediate list without its execution records), queue
+order and dequeue strategies as rq's, and a blocking pop that suspension and shutdown can wake
+(``CLIENT UNBLOCK``) without losing the id it may have popped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq.worker import WorkerStatus
+
+import aiorq
+from aiorq.protocol import execution as px
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger('aiorq.worker')
+
+SUSPENSION_CHECK = 0.5  # seconds
+
+
+class Admission:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._ordered = list(worker.queue_names)
+        self._suspension_checked = 0.0
+        self._wake = asyncio.Event()
+        self._blocking: Redis | None = None
+        self._blocking_id: int | None = None
+        self._blocked = False
+
+    async def open(self) -> Redis:
+        """The dedicated connection for blocking pops (no socket timeout: a pop may wait 405 s)."""
+        pool = self.worker.connection.connection_pool
+        self._blocking = Redis(
+            connection_pool=pool.__class__(
+                connection_class=pool.connection_class, **{**pool.connection_kwargs, 'socket_timeout': None}
+            ),
+            single_connection_client=True,
+        )
+        return self._blocking
+
+    async def close(self) -> None:
+        if self._blocking is not None:
+            await self._blocking.aclose()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def unblock(self) -> None:
+        """Wake a pop blocked in Redis (``CLIENT UNBLOCK`` from another connection)."""
+        if self._blocked and self._blocking_id is not None:
+            try:
+                await self.worker.connection.client_unblock(self._blocking_id)
+            except Exception:
+                logger.debug('CLIENT UNBLOCK failed', exc_info=True)
+
+    async def check_suspension(self, burst: bool) -> bool:
+        """True while ``rq suspend`` is in force (state ``suspended`` when nothing runs).
+
+        rq checks before every dequeue; under load that is a round trip per job, so a worker that
+        is not suspended re-checks at most every ``SUSPENSION_CHECK`` seconds (the heartbeat
+        thread keeps the worker alive meanwhile).
+        """
+        if not self.worker.suspended and time.monotonic() - self._suspension_checked < SUSPENSION_CHECK:
+            return False
+        self._suspension_checked = time.monotonic()
+        ttl = self.worker.job_monitoring_interval + 60 if self.worker.executions else self.worker.worker_ttl + 60
+        suspended = await px.heartbeat_and_check_suspended(self.worker.connection, self.worker.name, ttl)
+        if suspended and not self.worker.suspended:
+            logger.info('Worker %s: suspended, run `rq resume` to resume', self.worker.name)
+            if burst:
+                logger.info('Worker %s: suspended in burst mode, exiting', self.worker.name)
+        if suspended != self.worker.suspended and not self.worker.executions:
+            await px.set_state(
+                self.worker.connection,
+                self.worker.name,
+                WorkerStatus.SUSPENDED.value if suspended else WorkerStatus.IDLE.value,
+            )
+        self.worker.suspended = suspended
+        return suspended
+
+    def reorder(self, served: str) -> None:
+        if self.worker.dequeue_strategy == 'round_robin':
+            pos = self._ordered.index(served)
+            self._ordered = self._ordered[pos + 1 :] + self._ordered[: pos + 1]
+        elif self.worker.dequeue_strategy == 'random':
+            random.shuffle(self._ordered)
+
+    async def wait_for_slot(self) -> None:
+        while self.worker.in_flight() >= self.worker.concurrency and not self.worker.stop_requested:
+            self.worker.slot_freed.clear()
+            await self.worker.slot_freed.wait()
+
+    async def run(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
+        admitted = 0
+        backoff = 1.0
+        idle_since = time.monotonic()
+        while not self.worker.stop_requested:
+            try:
+                if await self.check_suspension(burst):
+                    if burst:
+                        break
+                    await self._sleep(1)
+                    continue
+                await self.worker.maintenance.maybe_run()
+                await self.wait_for_slot()
+                if self.worker.stop_requested:
+                    break
+                want = self.worker.concurrency - self.worker.in_flight()
+                if max_jobs is not None:
+                    want = min(want, max_jobs - admitted)
+                popped = await px.pop(self.worker.connection, self._ordered, want, self.worker.single)
+                if not popped:
+                    if self.worker.executions:
+                        # Jobs are running: wait for one to end rather than block in Redis,
+                        # so burst mode and max_jobs see the queue state after each finish.
+                        if burst:
+                            self.worker.slot_freed.clear()
+                            await self.worker.slot_freed.wait()
+                            continue
+                    elif burst:
+                        break
+                    await px.set_state(self.worker.connection, self.worker.name, self.worker.desired_state())
+                    timeout = max(1, self.worker.worker_ttl - 15)
+                    if max_idle_time is not None and not self.worker.executions:
+                        left = max_idle_time - (time.monotonic() - idle_since)
+                        if left <= 0:
+                            logger.info('Worker %s: idle for %d seconds, quitting', self.worker.name, max_idle_time)
+                            break
+                        timeout = max(1, min(timeout, int(left + 0.999)))
+                    one = await self.blocking_pop(timeout, burst)
+                    if one is None:
+                        continue
+                    popped = [one]
+                    # The block may have lasted long: suspension may have begun meanwhile.
+                    self._suspension_checked = 0.0
+                    if await self.check_suspension(burst):
+                        await px.push_back(self.worker.connection, one[0], one[1], self.worker.single)
+                        continue
+                if self.worker.stop_requested:
+                    # Popped while stopping: put it back rather than run it.
+                    for queue_name, job_id in popped:
+                        await px.push_back(self.worker.connection, queue_name, job_id, self.worker.single)
+                    continue
+                backoff = 1.0
+                admitted += await self.start(popped)
+                idle_since = time.monotonic()
+                self.reorder(popped[-1][0])
+                if max_jobs is not None and admitted >= max_jobs:
+                    logger.info('Worker %s: admitted %d jobs, quitting once they finish', self.worker.name, admitted)
+                    break
+            except (RedisConnectionError, RedisTimeoutError) as e:
+                logger.error('Worker %s: Redis unreachable (%s); retrying in %.0fs', self.worker.name, e, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 60)
+        return admitted
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def blocking_pop(self, timeout: float, burst: bool) -> tuple[str, str] | None:
+        """Block in Redis for one id; suspension and shutdown wake it through ``CLIENT UNBLOCK``."""
+        assert self._blocking is not None
+        self._blocking_id = int(await self._blocking.client_id())
+        watcher = asyncio.ensure_future(self._watch_suspension())
+        self._blocked = True
+        try:
+            if self.worker.stop_requested:
+                return None
+            return await px.blocking_pop(self._blocking, self._ordered, timeout, self.worker.single)
+        finally:
+            self._blocked = False
+            watcher.cancel()
+
+    async def _watch_suspension(self) -> None:
+        """While blocked in a pop, notice ``rq suspend`` within a second."""
+        while True:
+            await asyncio.sleep(1)
+            if await aiorq.is_suspended(self.worker.connection):
+                await self.unblock()
+                return
+
+    async def start(self, popped: list[tuple[str, str]]) -> int:
+        executions, broken = await px.start_executions(
+            self.worker.connection,
+            self.worker.name,
+            popped,
+            interval=self.worker.job_monitoring_interval,
+            single=self.worker.single,
+            serializer=self.worker.serializer,
+        )
+        for queue_name, job_id, exec_id, error in broken:
+            logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
+            await px.fail_unstarted(
+                self.worker.connection,
+                self.worker.name,
+                queue_name,
+                job_id,
+                exec_id,
+                f'Job {job_id} could not be read: {error!r}',
+            )
+        for ex in executions:
+            self.worker.executions[ex.id] = ex
+            self.worker.tasks[ex.id] = asyncio.ensure_future(self.worker.runner.run(ex))
+        return len(executions) + len(broken)
