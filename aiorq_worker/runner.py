@@ -9,6 +9,7 @@ import copy
 import inspect
 import logging
 import sys
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,14 @@ STOPPED_EXC = 'Job stopped by user, work-horse terminated.'
 def timeout_of(job: rq.job.Job) -> float | None:
     timeout = job.timeout or aiorq.Queue.DEFAULT_TIMEOUT
     return None if timeout == -1 else float(timeout)
+
+
+def _timed_out(limit: float) -> ExcInfo:
+    """rq's exception for a job over its time limit, with the traceback a raise gives it."""
+    try:
+        raise JobTimeoutException(f'Task exceeded maximum timeout value ({int(limit)} seconds)') from None
+    except JobTimeoutException:
+        return sys.exc_info()
 
 
 class Runner:
@@ -106,6 +115,7 @@ class Runner:
         worker.log_start(ex)
         exc_info: ExcInfo | None = None
         return_value: Any = None
+        started = time.monotonic()
         try:
             try:
                 codec.load_data(job)
@@ -124,12 +134,12 @@ class Runner:
                         coro = return_value
                         return_value = await self.in_task(job, lambda: coro, timeout)
             except asyncio.TimeoutError:
-                try:
-                    raise JobTimeoutException(
-                        f'Task exceeded maximum timeout value ({int(timeout_of(job) or 0)} seconds)'
-                    ) from None
-                except JobTimeoutException:
+                limit = timeout_of(job)
+                if limit is None or time.monotonic() - started < limit:
+                    # The job raised TimeoutError itself: an ordinary failure, not its time limit.
                     exc_info = sys.exc_info()
+                else:
+                    exc_info = _timed_out(limit)
             except asyncio.CancelledError:
                 if ex.stopped:
                     await self.finish_stopped(ex)

@@ -214,3 +214,7 @@ async def progress_then_wait() -> str:
     job.meta['progress'] = 100
     await job.save_meta()
     return 'done'
+
+
+async def raises_timeout_error() -> None:
+    raise TimeoutError('my own timeout')

@@ -267,3 +267,10 @@ async def test_no_prefetch(conn: Redis, sync_conn: redis.Redis) -> None:
     assert sync_conn.scard('rq:worker:noprefetch:executions') == 2
     assert sync_conn.hget('rq:worker:noprefetch', 'state') == b'busy'
     await asyncio.wait_for(task, 20)
+
+
+async def test_own_timeout_error_is_not_the_time_limit(conn: Redis) -> None:
+    job = await Queue('q', connection=conn).enqueue(tasks.raises_timeout_error, job_timeout=60)
+    await Worker('q', connection=conn).work(burst=True)
+    failure = (await job.latest_result()).exc_string or ''  # type: ignore[union-attr]
+    assert 'my own timeout' in failure and 'JobTimeoutException' not in failure
