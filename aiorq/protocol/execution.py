@@ -21,7 +21,7 @@ from . import dependents, keys, ratelimit, scripts
 from .batch import Batch, BatchRunner
 from .codec import restore_job, save
 from .enqueue import buffer_enqueue, buffer_schedule_in
-from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_result, buffer_retry
+from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_result, buffer_retry, buffer_retry_after
 
 logger = logging.getLogger('aiorq.protocol')
 
@@ -374,7 +374,8 @@ async def finish_success(
     dependents_key = keys.dependents(job.id)
     repeats_left, repeat_intervals = job.repeats_left, job.repeat_intervals
 
-    def fill(sink: Any) -> None:
+    async def fill(sink: Any) -> None:
+        """Everything the success transaction writes, after any dependents phase A."""
         _counters(sink, worker_name, job, True)
         if result_ttl != 0:
             job._status = JobStatus.FINISHED
@@ -383,6 +384,12 @@ async def finish_success(
             _execution_result(sink, job, ex, worker_name, Result.Type.SUCCESSFUL, result_ttl, return_value=return_value)
             score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
             sink.zadd(keys.registry('finished', job.origin), {job.id: score})
+        if job.repeats_left is not None and job.repeats_left > 0:
+            buffer_repeat(sink, job)
+        else:
+            await buffer_job_cleanup(conn, sink, job, result_ttl)
+            job._status = JobStatus.FINISHED
+        buffer_execution_cleanup(sink, worker_name, ex)
 
     moved: dict[str, list[str]] = {}
     # Fast path, one script call: valid only while the job has no dependents (guard 2); rq's
@@ -390,13 +397,7 @@ async def finish_success(
     batch = Batch()
     batch.guard_member(keys.registry('started', ex.queue), ex.member)
     batch.guard_scard(dependents_key, 0)
-    fill(batch)
-    if job.repeats_left is not None and job.repeats_left > 0:
-        buffer_repeat(batch, job)
-    else:
-        await buffer_job_cleanup(conn, batch, job, result_ttl)
-        job._status = JobStatus.FINISHED
-    buffer_execution_cleanup(batch, worker_name, ex)
+    await fill(batch)
     failed_guard = await (run(batch) if run is not None else batch.run(conn))
     if failed_guard == 0:
         await ratelimit.release_slot(conn, job)
@@ -415,13 +416,7 @@ async def finish_success(
                 moved = await dependents.move_dependents_to_ready(conn, job, pipe=pipe, serializer=serializer)
                 if not pipe.explicit_transaction:
                     pipe.multi()
-                fill(pipe)
-                if job.repeats_left is not None and job.repeats_left > 0:
-                    buffer_repeat(pipe, job)
-                else:
-                    await buffer_job_cleanup(conn, pipe, job, result_ttl)
-                    job._status = JobStatus.FINISHED
-                buffer_execution_cleanup(pipe, worker_name, ex)
+                await fill(pipe)
                 await pipe.execute()
                 break
             except WatchError:
@@ -521,13 +516,7 @@ async def finish_returned_retry(conn: Redis, worker_name: str, ex: Execution, re
         interval = Retry.get_interval(job.number_of_retries or 0, retry.intervals)
         job.number_of_retries = 1 if not job.number_of_retries else job.number_of_retries + 1
         job.enqueue_at_front_on_retry = job.enqueue_at_front_on_retry or retry.enqueue_at_front
-        if interval:
-            # rq sends this status write on its own, ahead of the transaction.
-            job._status = JobStatus.SCHEDULED
-            await conn.hset(keys.job(job.id), 'status', JobStatus.SCHEDULED.value)
-            buffer_schedule_in(batch, job, interval)
-        else:
-            buffer_enqueue(batch, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
+        await buffer_retry_after(conn, batch, job, interval)
         buffer_execution_cleanup(batch, worker_name, ex)
     if not await _commit(conn, batch, worker_name, ex):
         return False, exhausted

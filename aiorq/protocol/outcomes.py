@@ -111,10 +111,15 @@ async def buffer_retry(conn: Redis, pipe: Sink, job: RQJob) -> None:
     interval = job.get_retry_interval()
     assert job.retries_left
     job.retries_left -= 1
+    await buffer_retry_after(conn, pipe, job, interval)
+
+
+async def buffer_retry_after(conn: Redis, sink: Sink, job: RQJob, interval: int) -> None:
+    """A retry (either kind): scheduled after ``interval`` seconds, else re-enqueued now."""
     if interval:
         # rq sends this status write on its own, ahead of the transaction.
         job._status = JobStatus.SCHEDULED
         await conn.hset(keys.job(job.id), 'status', JobStatus.SCHEDULED.value)
-        buffer_schedule_in(pipe, job, interval)
+        buffer_schedule_in(sink, job, interval)
     else:
-        buffer_enqueue(pipe, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
+        buffer_enqueue(sink, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
