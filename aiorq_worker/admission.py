@@ -61,7 +61,7 @@ class Admission:
         """Wake a pop blocked in Redis (``CLIENT UNBLOCK`` from another connection)."""
         if self._blocked and self._blocking_id is not None:
             try:
-                await self.worker.connection.client_unblock(self._blocking_id)
+                await px.unblock(self.worker.connection, self._blocking_id)
             except Exception:
                 logger.debug('CLIENT UNBLOCK failed', exc_info=True)
 
@@ -176,7 +176,7 @@ class Admission:
     async def blocking_pop(self, timeout: float, burst: bool) -> tuple[str, str] | None:
         """Block in Redis for one id; suspension and shutdown wake it through ``CLIENT UNBLOCK``."""
         assert self._blocking is not None
-        self._blocking_id = int(await self._blocking.client_id())
+        self._blocking_id = await px.blocking_client_id(self._blocking)
         watcher = asyncio.ensure_future(self._watch_suspension())
         self._blocked = True
         try:

@@ -74,18 +74,12 @@ class CommandListener:
         if command == 'shutdown':
             logger.info('Worker %s: received shutdown command', worker.name)
             worker.request_stop()
-        elif command == 'stop-job':
-            job_id = payload.get('job_id')
-            if worker.stop_job(str(job_id)):
-                logger.info('Worker %s: stopping job %s', worker.name, job_id)
-            else:
-                logger.info('Worker %s: stop-job %s ignored, not running here', worker.name, job_id)
-        elif command == 'stop-execution':
-            execution_id = payload.get('execution_id')
-            if worker.stop_execution(str(execution_id)):
-                logger.info('Worker %s: stopping execution %s', worker.name, execution_id)
-            else:
-                logger.info('Worker %s: stop-execution %s ignored, not running here', worker.name, execution_id)
+        elif command in ('stop-job', 'stop-execution'):
+            # stop-job matches the id against every in-flight job; stop-execution is exact.
+            target = str(payload.get('job_id' if command == 'stop-job' else 'execution_id'))
+            stopped = worker.stop_job(target) if command == 'stop-job' else worker.stop_execution(target)
+            outcome = 'stopping' if stopped else 'ignored, not running here'
+            logger.info('Worker %s: %s %s %s', worker.name, command, target, outcome)
         elif command == 'kill-horse':
             # An asyncio worker has no horse; like rq's SimpleWorker it ignores the command.
             logger.info('Worker %s: kill-horse ignored (no work horse)', worker.name)

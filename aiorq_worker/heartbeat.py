@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 
 from aiorq.protocol import execution as px
-from aiorq.protocol import keys
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -44,36 +43,13 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         worker = self.worker
         executions = list(worker.executions.values())
-        interval = worker.job_monitoring_interval
-        ttl = interval + 60 if executions else worker.worker_ttl + 60
-        state = worker.desired_state()
         for start in range(0, max(len(executions), 1), BATCH):
-            chunk = executions[start : start + BATCH]
-            with self.connection.pipeline(transaction=True) as pipe:
-                px.buffer_worker_heartbeat(pipe, worker.name, ttl)
-                pipe.hset(keys.worker(worker.name), 'state', state)
-                px.heartbeat_commands(pipe, worker.name, chunk, interval)
-                results = pipe.execute()
-            self._repair(results, chunk, ttl)
-
-    def _repair(self, results: list[object], chunk: list[px.Execution], ttl: int) -> None:
-        """An ``HSET`` that created a hash means it had expired or been deleted meanwhile."""
-        fixes: list[tuple[str, px.Execution | None]] = []
-        if results and results[0] == 1:
-            fixes.append(('worker', None))
-        # Four worker-level commands come first, then six per execution, the job's HSET last.
-        for i, ex in enumerate(chunk):
-            idx = 4 + i * 6 + 5
-            if idx < len(results) and results[idx] == 1:
-                fixes.append(('job', ex))
-        if not fixes:
-            return
-        with self.connection.pipeline(transaction=True) as pipe:
-            for kind, fixed in fixes:
-                if kind == 'job' and fixed is not None:
-                    pipe.delete(keys.job(fixed.job.id))
-                else:
-                    fields: dict[Any, Any] = self.worker.base_fields()
-                    pipe.hset(keys.worker(self.worker.name), mapping=fields)
-                    pipe.expire(keys.worker(self.worker.name), ttl)
-            pipe.execute()
+            px.heartbeat_sync(
+                self.connection,
+                worker.name,
+                executions[start : start + BATCH],
+                interval=worker.job_monitoring_interval,
+                idle_ttl=worker.worker_ttl + 60,
+                state=worker.desired_state(),
+                base_fields=worker.base_fields,
+            )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -305,6 +306,48 @@ def heartbeat_commands(pipe: Any, worker_name: str, executions: list[Execution],
         pipe.zadd(keys.executions(ex.job.id), {ex.id: nowi + ttl + 60}, xx=True)
         pipe.expire(keys.executions(ex.job.id), ttl + 60)
         pipe.hset(keys.job(ex.job.id), 'last_heartbeat', utcformat(stamp))
+
+
+def heartbeat_sync(
+    conn: Any,
+    worker_name: str,
+    executions: list[Execution],
+    *,
+    interval: int,
+    idle_ttl: int,
+    state: str,
+    base_fields: Callable[[], dict[str, Any]],
+) -> None:
+    """One heartbeat MULTI on a blocking client (the worker's heartbeat thread): the worker's
+    record, its state re-asserted, and §4.8 for each execution. An ``HSET`` that created a hash
+    means the hash had expired or been deleted: a job's is removed again, the worker's rebuilt."""
+    ttl = interval + 60 if executions else idle_ttl
+    with conn.pipeline(transaction=True) as pipe:
+        buffer_worker_heartbeat(pipe, worker_name, ttl)
+        pipe.hset(keys.worker(worker_name), 'state', state)
+        heartbeat_commands(pipe, worker_name, executions, interval)
+        results = pipe.execute()
+    # Four worker-level commands come first, then six per execution, the job's HSET last.
+    recreated_jobs = [ex for i, ex in enumerate(executions) if results[4 + i * 6 + 5] == 1]
+    if results[0] != 1 and not recreated_jobs:
+        return
+    with conn.pipeline(transaction=True) as pipe:
+        for ex in recreated_jobs:
+            pipe.delete(keys.job(ex.job.id))
+        if results[0] == 1:
+            pipe.hset(keys.worker(worker_name), mapping=cast(dict[Any, Any], base_fields()))
+            pipe.expire(keys.worker(worker_name), ttl)
+        pipe.execute()
+
+
+async def blocking_client_id(conn: Redis) -> int:
+    """The id of the connection a blocking pop will run on, for :func:`unblock`."""
+    return int(await conn.client_id())
+
+
+async def unblock(conn: Redis, client_id: int) -> None:
+    """``CLIENT UNBLOCK``: wake a pop blocked on another connection (it returns as if timed out)."""
+    await conn.client_unblock(client_id)
 
 
 # -- outcomes ------------------------------------------------------------------------------

@@ -274,3 +274,29 @@ async def test_own_timeout_error_is_not_the_time_limit(conn: Redis) -> None:
     await Worker('q', connection=conn).work(burst=True)
     failure = (await job.latest_result()).exc_string or ''  # type: ignore[union-attr]
     assert 'my own timeout' in failure and 'JobTimeoutException' not in failure
+
+
+async def test_heartbeat_repairs_expired_hashes(conn: Redis, sync_conn: redis.Redis) -> None:
+    """rq's rule (§4.8): a heartbeat that recreates a job hash deletes it again; one that
+    recreates the worker's hash writes its base fields back."""
+    job = await Queue('q', connection=conn).enqueue(tasks.async_sleep_for, 3)
+    worker = Worker('q', connection=conn, name='repairer', job_monitoring_interval=1)
+    task = asyncio.ensure_future(worker.work(burst=True))
+    await wait_for(lambda: sync_conn.hget(RQJob.key_for(job.id), 'status') == b'started')
+    sync_conn.delete('rq:worker:repairer', RQJob.key_for(job.id))
+    await wait_for(lambda: sync_conn.hget('rq:worker:repairer', 'pid') is not None, 5)
+    assert sync_conn.hget('rq:worker:repairer', 'queues') == b'q'
+    assert sync_conn.ttl('rq:worker:repairer') > 0
+    await asyncio.sleep(1.2)  # at least one more beat
+    assert not sync_conn.exists(RQJob.key_for(job.id))
+    await asyncio.wait_for(task, 20)
+
+
+async def test_stock_stop_execution_command(conn: Redis, sync_conn: redis.Redis) -> None:
+    job = await Queue('q', connection=conn).enqueue(tasks.async_sleep_for, 30)
+    task = asyncio.ensure_future(Worker('q', connection=conn, name='exec-stopper').work(burst=True))
+    await wait_for(lambda: sync_conn.zcard('rq:wip:q') == 1)
+    member = sync_conn.zrange('rq:wip:q', 0, -1)[0].decode()
+    rq.command.send_stop_execution_command(sync_conn, job.id, member.split(':')[1])
+    await asyncio.wait_for(task, 10)
+    assert await job.get_status() == JobStatus.STOPPED
