@@ -14,7 +14,6 @@ from rq.job import JobStatus, Retry
 from rq.queue import EnqueueData
 from rq.rate_limit import RateLimit
 from rq.repeat import Repeat
-from rq.results import Result
 from rq.webhook import Webhook
 
 from .connections import (
@@ -26,6 +25,7 @@ from .connections import (
 )
 from .current import get_current_job
 from .decorators import job
+from .group import Group
 from .job import Dependency, Job
 from .queue import Queue
 from .registry import (
@@ -38,6 +38,7 @@ from .registry import (
     StartedJobRegistry,
     clean_registries,
 )
+from .results import Result
 from .version import VERSION
 from .workers import (
     WorkerInfo,
@@ -64,6 +65,7 @@ __all__ = [
     'EnqueueData',
     'FailedJobRegistry',
     'FinishedJobRegistry',
+    'Group',
     'Job',
     'JobStatus',
     'NoRedisConnectionException',

@@ -10,11 +10,11 @@ from redis.asyncio import Redis
 from rq.executions import Execution
 from rq.job import Job as RQJob
 from rq.job import JobStatus
-from rq.results import Result
 
 from . import protocol as p
 from ._awaitable import AwaitableProperty
 from .connections import current_connection_or_none, resolve_connection
+from .results import Result
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -300,19 +300,19 @@ class Job:
 
     async def latest_result(self, timeout: float = 0) -> Result | None:
         """The newest Result; with ``timeout`` (seconds, rounded to ms) wait for one to exist."""
-        return await p.jobs.latest_result(self.connection, self.id, self.serializer, timeout)
+        return await Result.fetch_latest(self, serializer=self.serializer, timeout=timeout)
 
     async def results(self) -> list[Result]:
         """All Results, newest first."""
-        return await p.jobs.all_results(self.connection, self.id, self.serializer)
+        return await Result.all(self, serializer=self.serializer)
 
     async def result_count(self) -> int:
         """How many Results the job has (rq's ``Result.count(job)``)."""
-        return await p.jobs.result_count(self.connection, self.id)
+        return await Result.count(self)
 
     async def delete_results(self) -> None:
         """Delete every Result of the job (rq's ``Result.delete_all(job)``)."""
-        await p.jobs.delete_results(self.connection, self.id)
+        await Result.delete_all(self)
 
     async def return_value(self, refresh: bool = False) -> Any:
         """The latest successful return value, or ``None`` (cached on the object, as in rq)."""

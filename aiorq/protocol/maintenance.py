@@ -10,7 +10,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from rq.utils import as_text
 
-from . import keys
+from . import groups, keys
 from .registries import AbandonedHook, clean_registries
 
 StuckHandler = Callable[[str, str], Awaitable[None]]
@@ -94,28 +94,23 @@ async def missing_keys(conn: Redis, candidates: list[str]) -> list[str]:
     return [k for k, e in zip(candidates, found) if not e]
 
 
+async def clean_group(conn: Redis, name: str) -> None:
+    """``Group.cleanup``: drop the members whose job hash expired or was deleted."""
+    members = {keys.job(job_id): job_id for job_id in await groups.job_ids(conn, name)}
+    await groups.remove_jobs(conn, name, [members[k] for k in await missing_keys(conn, list(members))])
+
+
+async def clean_all_groups(conn: Redis) -> None:
+    """``Group.clean_registries``: forget vanished groups, clean the others, then forget the emptied."""
+    names = await groups.live_names(conn)
+    for name in names:
+        await clean_group(conn, name)
+    await groups.forget_empty(conn, names)
+
+
 async def clean_groups(conn: Redis, maintenance_interval: int) -> bool:
     """Group maintenance under the global, never-released ``rq:clean_groups`` lock."""
-    if not await conn.set(keys.CLEAN_GROUPS, 1, nx=True, ex=max(int(maintenance_interval) - 1, 1)):
+    if not await groups.acquire_maintenance_lock(conn, max(int(maintenance_interval) - 1, 1)):
         return False
-    names = []
-    for raw in cast(set[bytes], await conn.smembers(keys.GROUPS)):
-        name = as_text(raw)
-        if not await conn.exists(keys.group(name)):
-            await conn.srem(keys.GROUPS, name)
-            continue
-        names.append(name)
-    for name in names:
-        members = {keys.job(as_text(m)): as_text(m) for m in cast(set[bytes], await conn.smembers(keys.group(name)))}
-        expired = [members[k] for k in await missing_keys(conn, list(members))]
-        if expired:
-            await conn.srem(keys.group(name), *expired)
-    if names:
-        async with conn.pipeline(transaction=True) as pipe:
-            for name in names:
-                pipe.exists(keys.group(name))
-            exists = await pipe.execute()
-        empty = [n for n, e in zip(names, exists) if not e]
-        if empty:
-            await conn.srem(keys.GROUPS, *empty)
+    await clean_all_groups(conn)
     return True

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,7 @@ async def test_demo_starts_its_own_redis() -> None:
         ('enqueue.py', 'Well done, Turner!', 1),
         ('decorator.py', 'Well done, Turner!', 1),
         ('dependencies.py', '3 + 3 = 6', 3),
+        ('groups.py', 'results add up to 21', 3),
     ],
 )
 async def test_example_with_stock_worker(
@@ -119,3 +122,18 @@ async def test_example_without_worker_times_out(redis_url: str, conn: Redis) -> 
     assert code == 1, out
     assert 'No result for job' in out
     assert await Queue('my_queue', connection=conn).count == 1
+
+
+# Manual pages whose every code block is taken from an example script (so the example's test checks it).
+DOCS_FROM_EXAMPLES = {'groups.md': 'groups.py'}
+
+
+@pytest.mark.parametrize(('page', 'script'), sorted(DOCS_FROM_EXAMPLES.items()))
+def test_doc_code_is_example_code(page: str, script: str) -> None:
+    text = (ROOT / 'docs' / page).read_text()
+    source = (EXAMPLES / script).read_text()
+    blocks = re.findall(r'^```python\n(.*?)^```$', text, flags=re.M | re.S)
+    assert blocks, f'no code in docs/{page}'
+    for block in blocks:
+        indented = (textwrap.indent(block, ' ' * n) for n in range(0, 13, 4))
+        assert any(candidate in source for candidate in indented), f'not in examples/{script}:\n{block}'
