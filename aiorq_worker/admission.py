@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.worker import WorkerStatus
 
 import aiorq
 from aiorq.protocol import execution as px
@@ -81,13 +80,10 @@ class Admission:
             logger.info('Worker %s: suspended, run `rq resume` to resume', self.worker.name)
             if burst:
                 logger.info('Worker %s: suspended in burst mode, exiting', self.worker.name)
-        if suspended != self.worker.suspended and not self.worker.executions:
-            await px.set_state(
-                self.worker.connection,
-                self.worker.name,
-                WorkerStatus.SUSPENDED.value if suspended else WorkerStatus.IDLE.value,
-            )
+        changed = suspended != self.worker.suspended
         self.worker.suspended = suspended
+        if changed:
+            await self.worker.status.write()
         return suspended
 
     def reorder(self, served: str) -> None:
@@ -113,7 +109,6 @@ class Admission:
                         break
                     await self._sleep(1)
                     continue
-                await self.worker.maintenance.maybe_run()
                 await self.wait_for_slot()
                 if self.worker.stop_requested:
                     break
@@ -131,7 +126,7 @@ class Admission:
                             continue
                     elif burst:
                         break
-                    await px.set_state(self.worker.connection, self.worker.name, self.worker.desired_state())
+                    await self.worker.status.write()
                     timeout = max(1, self.worker.worker_ttl - 15)
                     if max_idle_time is not None and not self.worker.executions:
                         left = max_idle_time - (time.monotonic() - idle_since)

@@ -21,6 +21,7 @@ from rq.defaults import (
 )
 from rq.utils import import_attribute
 
+from .cron import CronConfigError
 from .worker import DEFAULT_CONCURRENCY, SuspendedError, Worker, install_signal_handlers
 
 
@@ -87,7 +88,16 @@ def main() -> None:
 @click.option('--worker-class', '-w', help='Worker class to use (a subclass of aiorq_worker.Worker)')
 @click.option('--queue-class', help='Queue class to use (accepted for compatibility)')
 @click.option('--connection-class', help='redis.asyncio client class to use')
-@click.option('--with-scheduler', is_flag=True, help='Run the scheduler (not supported yet)')
+@click.option(
+    '--with-scheduler', '-s', is_flag=True, help="Run worker with scheduler (rq's locks; one pass in burst mode)"
+)
+@click.option(
+    '--cron',
+    'cron_config',
+    default=None,
+    metavar='CONFIG_PATH',
+    help="Also run the cron jobs of this rq cron config (a file path or module), as `aiorq cron` does",
+)
 @click.option(
     '--concurrency',
     type=int,
@@ -124,13 +134,6 @@ def _logging(options: dict[str, Any], config: dict[str, Any]) -> None:
 
 
 def run(options: dict[str, Any]) -> int:
-    if options['with_scheduler']:
-        click.echo(
-            'aiorq worker: --with-scheduler is not supported yet; run a stock `rq worker --with-scheduler` '
-            'beside it for scheduled jobs',
-            err=True,
-        )
-        return 2
     for path in options['path']:
         sys.path.append(path)  # as rq's CLI does
     config = read_config_file(options['config']) if options['config'] else {}
@@ -170,10 +173,19 @@ def run(options: dict[str, Any]) -> int:
                 sync_jobs=options['sync_jobs'],
             )
             install_signal_handlers(w)
-            await w.work(burst=options['burst'], max_jobs=options['max_jobs'], max_idle_time=options['max_idle_time'])
+            await w.work(
+                burst=options['burst'],
+                max_jobs=options['max_jobs'],
+                max_idle_time=options['max_idle_time'],
+                with_scheduler=options['with_scheduler'],
+                cron=options['cron_config'],
+            )
             return 0
         except SuspendedError as e:
             click.echo(str(e), err=True)
+            return 1
+        except CronConfigError as e:
+            click.echo(f'aiorq worker: --cron: {e}', err=True)
             return 1
         finally:
             await connection.aclose()
@@ -183,3 +195,94 @@ def run(options: dict[str, Any]) -> int:
 
         return uvloop.run(serve())
     return asyncio.run(serve())
+
+
+@main.command()
+@click.option('--url', '-u', envvar='RQ_REDIS_URL', help='URL describing Redis connection details.')
+@click.option('--config', '-c', envvar='RQ_CONFIG', help='Module containing RQ settings.')
+@click.option('--worker-class', '-w', help='Accepted for compatibility with rq cron (unused)')
+@click.option('--job-class', '-j', help='Accepted for compatibility with rq cron (unused)')
+@click.option('--queue-class', help='Accepted for compatibility with rq cron (unused)')
+@click.option('--connection-class', help='redis.asyncio client class to use')
+@click.option('--path', '-P', default=['.'], multiple=True, help='Specify the import path.')
+@click.option(
+    '--serializer',
+    '-S',
+    default=None,
+    help="Accepted for compatibility: cron jobs always use rq's default (pickle) serializer, as with rq cron",
+)
+@click.option(
+    '--logging-level',
+    '-l',
+    type=click.Choice(['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'], case_sensitive=False),
+    default='INFO',
+    show_default=True,
+    help='Set logging level.',
+)
+@click.option('--name', '-n', default=None, help='Cron scheduler name (default <hostname>:<pid>:<6 hex>, as rq)')
+@click.option('--verbose', '-v', is_flag=True, help='Show the traceback of an error')
+@click.argument('config_path')
+def cron(**options: Any) -> None:
+    """Starts the cron scheduler on CONFIG_PATH, an rq cron config (file path or module path).
+
+    Several ``aiorq cron`` processes (or workers started with ``--cron``) can run the same
+    config: each tick of each cron job is enqueued once. See docs/cron.md.
+    """
+    sys.exit(run_cron(options))
+
+
+def run_cron(options: dict[str, Any]) -> int:
+    """``aiorq cron``: 0 after a stop by SIGINT/SIGTERM, 1 with one line on stderr on bad input."""
+    import signal
+
+    from redis.exceptions import RedisError
+
+    from .cron import CronConfigError, CronRunner
+
+    def fail(message: str) -> int:
+        click.echo(f'aiorq cron: {message}', err=True)
+        return 1
+
+    for path in options['path']:
+        sys.path.append(path)  # as rq's CLI does
+    try:
+        settings = read_config_file(options['config']) if options['config'] else {}
+    except Exception as e:
+        if options['verbose']:
+            raise
+        return fail(f"cannot import settings module '{options['config']}': {type(e).__name__}: {e}")
+    if settings.get('DICT_CONFIG'):
+        logging.config.dictConfig(settings['DICT_CONFIG'])
+    else:
+        logging.basicConfig(
+            level=options['logging_level'].upper(), format=DEFAULT_LOGGING_FORMAT, datefmt=DEFAULT_LOGGING_DATE_FORMAT
+        )
+    if options['serializer']:
+        logging.getLogger('aiorq.cron').info("Cron jobs use rq's default serializer; --serializer is not used")
+
+    async def serve() -> None:
+        connection = _redis(options['url'], settings, options['connection_class'])
+        try:
+            runner = CronRunner(connection, options['config_path'], name=options['name'])
+            runner.load()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await runner.run(stop)
+        finally:
+            await connection.aclose()
+
+    try:
+        asyncio.run(serve())
+    except CronConfigError as e:
+        if options['verbose']:
+            raise
+        return fail(str(e))
+    except (RedisError, OSError) as e:
+        if options['verbose']:
+            raise
+        return fail(f'Redis error: {type(e).__name__}: {e}')
+    except KeyboardInterrupt:
+        click.echo('\nShutting down cron scheduler...')
+    return 0

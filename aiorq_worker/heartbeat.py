@@ -50,6 +50,6 @@ class Heartbeat(threading.Thread):
                 executions[start : start + BATCH],
                 interval=worker.job_monitoring_interval,
                 idle_ttl=worker.worker_ttl + 60,
-                state=worker.desired_state(),
+                state=worker.idle_state(),
                 base_fields=worker.base_fields,
             )

@@ -1,69 +1,96 @@
-"""Maintenance at start-up and every ``maintenance_interval``, under rq's locks (shared with the
-client through the protocol layer): abandoned executions, registries, worker sets, the
-intermediate list, groups."""
+"""The maintenance clock: at start-up and every ``maintenance_interval`` seconds, idle or busy,
+under rq's locks (shared with stock workers through the protocol layer): abandoned executions,
+registries, worker sets, the intermediate list, groups (rq-protocol §4.17, §4.18, §6.10).
+
+Reads and changes only Redis; what to do with an abandoned or stuck job (callbacks, exception
+handlers, the failure write) is handed in by the worker.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.exceptions import AbandonedJobError
 from rq.job import Job as RQJob
 
-import aiorq
-from aiorq.protocol import execution as px
 from aiorq.protocol import maintenance
-
-if TYPE_CHECKING:
-    from .worker import Worker
 
 logger = logging.getLogger('aiorq.worker')
 
+AbandonedHook = Callable[[RQJob], Awaitable[None]]
+StuckHook = Callable[[str, str], Awaitable[None]]
+
 
 class Maintenance:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self._last_run = 0.0
+    def __init__(
+        self,
+        connection: Redis,
+        queue_names: Sequence[str],
+        interval: float,
+        *,
+        serializer: Any = None,
+        on_abandoned: AbandonedHook | None = None,
+        on_stuck: StuckHook,
+        label: str = '',
+    ) -> None:
+        self.connection = connection
+        self.queue_names = list(queue_names)
+        self.interval = interval
+        self.serializer = serializer
+        self.on_abandoned = on_abandoned
+        self.on_stuck = on_stuck
+        self.label = label
+        self.passes = 0
+        self._stop = asyncio.Event()
 
-    async def maybe_run(self) -> None:
-        if time.monotonic() - self._last_run < self.worker.maintenance_interval and self._last_run:
-            return
-        self._last_run = time.monotonic()
-        for queue_name in self.worker.queue_names:
+    def stop(self) -> None:
+        """End :meth:`run` (a flag as well as the task's cancellation: redis-py may swallow one)."""
+        self._stop.set()
+
+    async def run_once(self) -> None:
+        """One pass over every queue (each only if this process wins its lock), then groups."""
+        for queue_name in self.queue_names:
             try:
                 await maintenance.maintain_queue(
-                    self.worker.connection,
+                    self.connection,
                     queue_name,
-                    serializer=self.worker.serializer,
-                    on_abandoned=self._abandoned,
-                    on_stuck=self._stuck,
+                    serializer=self.serializer,
+                    on_abandoned=self.on_abandoned,
+                    on_stuck=self.on_stuck,
                 )
             except (RedisConnectionError, RedisTimeoutError):
                 raise
             except Exception:
-                logger.exception('Worker %s: maintenance of %s failed', self.worker.name, queue_name)
+                logger.exception('Worker %s: maintenance of %s failed', self.label, queue_name)
         try:
-            await maintenance.clean_groups(self.worker.connection, self.worker.maintenance_interval)
+            await maintenance.clean_groups(self.connection, int(self.interval))
         except (RedisConnectionError, RedisTimeoutError):
             raise
         except Exception:
-            logger.exception('Worker %s: group maintenance failed', self.worker.name)
+            logger.exception('Worker %s: group maintenance failed', self.label)
+        self.passes += 1
 
-    async def _abandoned(self, job: RQJob) -> None:
-        cb = job.failure_callback
-        args = (AbandonedJobError, AbandonedJobError(), None)
-        if cb is not None:
-            await self.worker.runner.callback(job, cb, job.failure_callback_timeout, *args)
-        self.worker.handle_exception(job, args)
-
-    async def _stuck(self, queue_name: str, job_id: str) -> None:
-        try:
-            job = await aiorq.protocol.jobs.fetch(self.worker.connection, job_id, self.worker.serializer)
-        except Exception:
-            return
-        await px.finish_failure(
-            self.worker.connection, self.worker.name, job, None, 'Job was stuck in intermediate queue.'
-        )
+    async def run(self) -> None:
+        """Every ``interval`` seconds until stopped; a pass that cannot reach Redis is retried
+        sooner (with backoff), not skipped until the next interval."""
+        backoff = 1.0
+        delay = self.interval  # the first pass ran at start-up (see Worker.start_clocks)
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self.run_once()
+                backoff = 1.0
+                delay = self.interval
+            except (RedisConnectionError, RedisTimeoutError) as e:
+                logger.error('Worker %s: maintenance cannot reach Redis (%s); retry in %.0fs', self.label, e, backoff)
+                delay = min(backoff, self.interval)
+                backoff = min(backoff * 2, 60)

@@ -19,12 +19,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.defaults import (
     DEFAULT_JOB_MONITORING_INTERVAL,
     DEFAULT_MAINTENANCE_TASK_INTERVAL,
     DEFAULT_RESULT_TTL,
     DEFAULT_WORKER_TTL,
 )
+from rq.exceptions import AbandonedJobError
 from rq.job import Job as RQJob
 from rq.serializers import resolve_serializer
 from rq.utils import now, utcformat
@@ -42,7 +45,9 @@ from .heartbeat import Heartbeat
 from .maintenance import Maintenance
 from .processes import ProcessPool
 from .runner import Runner
+from .scheduler import Scheduler
 from .state import WorkerState
+from .status import StateKeeper
 
 logger = logging.getLogger('aiorq.worker')
 
@@ -142,8 +147,23 @@ class Worker:
         self.combiner = Combiner(connection)
         self.commands = CommandListener(self)
         self.admission = Admission(self)
-        self.maintenance = Maintenance(self)
+        # The clocks: each its own task with a narrow interface; none waits on admission.
+        self.maintenance = Maintenance(
+            connection,
+            names,
+            maintenance_interval,
+            serializer=self.serializer,
+            on_abandoned=self._abandoned,
+            on_stuck=self._stuck,
+            label=self.name,
+        )
+        self.status = StateKeeper(connection, self.name, self.idle_state)
+        self.scheduler: Scheduler | None = None
+        self.cron: Any = None
+        self.clocks: list[asyncio.Task[None]] = []
         self.heartbeat: Heartbeat | None = None
+        self.cron_stop = asyncio.Event()
+        self.cron_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f'<aiorq Worker {self.name} {self.queue_names}>'
@@ -167,12 +187,9 @@ class Worker:
             'python_version': sys.version,
         }
 
-    def desired_state(self) -> str:
-        if self.executions:
-            return WorkerStatus.BUSY.value
-        if self.suspended:
-            return WorkerStatus.SUSPENDED.value
-        return WorkerStatus.IDLE.value
+    def idle_state(self) -> str:
+        """The state to show while no execution runs (``busy`` is decided from the executions index)."""
+        return WorkerStatus.SUSPENDED.value if self.suspended else WorkerStatus.IDLE.value
 
     def in_flight(self) -> int:
         # A plain job whose thread outlived its timeout or a stop still holds its thread.
@@ -191,6 +208,8 @@ class Worker:
         self.executions.pop(ex.id, None)
         self.tasks.pop(ex.id, None)
         self.slot_freed.set()
+        if not self.executions:
+            self.status.poke()
 
     def log_start(self, ex: px.Execution) -> None:
         if self.log_job_description:
@@ -263,22 +282,96 @@ class Worker:
 
     # -- the work loop ----------------------------------------------------------------------
 
-    async def work(self, burst: bool = False, max_jobs: int | None = None, max_idle_time: int | None = None) -> bool:
+    async def work(
+        self,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        max_idle_time: int | None = None,
+        with_scheduler: bool = False,
+        cron: Any = None,
+    ) -> bool:
         """Serve the queues until stopped (or, in burst mode, until they are empty and nothing runs).
 
         ``max_jobs`` counts admitted jobs: the worker stops admitting at that number and exits once
         they finished. ``max_idle_time`` is measured while no job is in flight.
+        ``with_scheduler`` moves due scheduled jobs (rq's scheduler protocol, see :mod:`.scheduler`);
+        in burst mode it makes one pass first, as rq's does. ``cron`` is a cron config (a path or
+        module, rq's format) run beside the jobs, or a ready ``CronRunner``.
         """
         if await aiorq.is_suspended(self.connection):
             raise SuspendedError('RQ is currently suspended, to resume job execution run "rq resume"')
+        if with_scheduler:
+            self.scheduler = Scheduler(self.connection, self.queue_names, serializer=self.serializer)
+        if cron is not None:
+            self.cron = self._cron_runner(cron)
         await self.bootstrap()
         admitted = 0
         try:
+            await self.start_clocks(burst)
             admitted = await self.admission.run(burst, max_jobs, max_idle_time)
             await self.drain()
         finally:
             await self.teardown()
         return admitted > 0
+
+    def _cron_runner(self, cron: Any) -> Any:
+        from .cron import CronRunner
+
+        runner = cron if isinstance(cron, CronRunner) else CronRunner(self.connection, str(cron))
+        runner.load()  # a bad config fails the start (CronConfigError), not a background task
+        return runner
+
+    async def start_clocks(self, burst: bool) -> None:
+        """Maintenance (first pass now, as rq's at start-up), the state clock, the scheduler and
+        cron, each as its own task. In burst mode the scheduler makes its one pass first."""
+        self.clocks.append(asyncio.ensure_future(self.status.run()))
+        try:
+            await self.maintenance.run_once()
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            logger.error('Worker %s: start-up maintenance cannot reach Redis (%s)', self.name, e)
+        self.clocks.append(asyncio.ensure_future(self.maintenance.run()))
+        if self.scheduler is not None:
+            if burst:
+                await self.scheduler.run_once()
+            else:
+                self.clocks.append(asyncio.ensure_future(self.scheduler.run()))
+        if self.cron is not None:
+            # Cron stops on its event (it records its death itself); the other clocks are cancelled.
+            self.cron_task = asyncio.ensure_future(self.cron.run(self.cron_stop))
+
+    async def stop_clocks(self) -> None:
+        self.cron_stop.set()
+        self.status.stop()
+        self.maintenance.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        for task in self.clocks:
+            task.cancel()
+        waiting = self.clocks + ([self.cron_task] if self.cron_task is not None else [])
+        if waiting:
+            await asyncio.wait(waiting, timeout=10)
+        self.clocks, self.cron_task = [], None
+        if self.scheduler is not None:
+            try:
+                await self.scheduler.release()
+            except Exception:
+                logger.exception('Worker %s: could not release the scheduler locks', self.name)
+
+    async def _abandoned(self, job: RQJob) -> None:
+        """An abandoned job found by maintenance: its failure callback, then the handlers."""
+        cb = job.failure_callback
+        args = (AbandonedJobError, AbandonedJobError(), None)
+        if cb is not None:
+            await self.runner.callback(job, cb, job.failure_callback_timeout, *args)
+        self.handle_exception(job, args)
+
+    async def _stuck(self, queue_name: str, job_id: str) -> None:
+        """An id stuck in the intermediate list: failed as rq's maintenance fails it."""
+        try:
+            job = await aiorq.protocol.jobs.fetch(self.connection, job_id, self.serializer)
+        except Exception:
+            return
+        await px.finish_failure(self.connection, self.name, job, None, 'Job was stuck in intermediate queue.')
 
     async def bootstrap(self) -> None:
         blocking = await self.admission.open()
@@ -304,6 +397,7 @@ class Worker:
             await self.process_pool.start()
 
     async def teardown(self) -> None:
+        await self.stop_clocks()
         for hook in self.on_shutdown:
             try:
                 await hook(self)

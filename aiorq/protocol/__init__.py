@@ -10,8 +10,10 @@ from rq.exceptions import NoSuchJobError
 
 from . import (
     codec,
+    cron,
     dependents,
     enqueue,
+    groups,
     jobs,
     keys,
     maintenance,
@@ -19,6 +21,7 @@ from . import (
     queues,
     ratelimit,
     registries,
+    scheduler,
     scripts,
     workers,
 )
@@ -26,8 +29,10 @@ from . import (
 __all__ = [
     'NoSuchJobError',
     'codec',
+    'cron',
     'dependents',
     'enqueue',
+    'groups',
     'jobs',
     'keys',
     'maintenance',
@@ -35,6 +40,7 @@ __all__ = [
     'queues',
     'ratelimit',
     'registries',
+    'scheduler',
     'scripts',
     'workers',
 ]

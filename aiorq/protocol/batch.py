@@ -195,6 +195,9 @@ class Batch:
             args += [f, v]
         return self._keyed('XADD', name, *args)
 
+    def publish(self, channel: str, message: Any) -> Batch:
+        return self.call('PUBLISH', channel, message)
+
     # -- running ---------------------------------------------------------------------------
 
     def _items(self, key_offset: int) -> list[Any]:

@@ -57,7 +57,15 @@ def buffer_schedule_in(sink: Sink, job: RQJob, seconds: int) -> None:
     """``Queue.schedule_job`` at now + ``seconds`` (retries with an interval, delayed repeats)."""
     sink.sadd(keys.QUEUES, keys.queue(job.origin))
     buffer_persist(sink, job, JobStatus.SCHEDULED)
-    sink.zadd(keys.registry('scheduled', job.origin), {job.id: schedule_score(now() + timedelta(seconds=seconds))})
+    score = schedule_score(now() + timedelta(seconds=seconds))
+    sink.zadd(keys.registry('scheduled', job.origin), {job.id: score})
+    buffer_wakeup(sink, job.origin, score)
+
+
+def buffer_wakeup(sink: Sink, queue_name: str, score: int) -> None:
+    """Tell aiorq schedulers listening on this queue that a job is due at ``score`` (a hint
+    that leaves nothing in Redis; the scheduler also polls, as rq's does)."""
+    sink.publish(keys.scheduler_wakeup(queue_name), score)
 
 
 def prepare_for_queue(job: RQJob, queue_name: str, default_timeout: int) -> None:
@@ -211,11 +219,14 @@ async def schedule_job(
         )
         if ok == 0:
             raise DuplicateJobError(f"Job with ID '{job.id}' already exists")
+        await conn.publish(keys.scheduler_wakeup(queue_name), schedule_score(when))
         return job
     pipe = pipeline if pipeline is not None else conn.pipeline(transaction=True)
     pipe.sadd(keys.QUEUES, keys.queue(queue_name))
     buffer_persist(pipe, job, JobStatus.SCHEDULED)
-    pipe.zadd(registry_key, {job.id: schedule_score(when)})
+    score = schedule_score(when)
+    pipe.zadd(registry_key, {job.id: score})
+    buffer_wakeup(pipe, queue_name, score)
     if pipeline is None:
         async with pipe:
             await pipe.execute()
@@ -305,7 +316,7 @@ async def enqueue_many(
             # Dependency.get_jobs_with_met_dependencies; a user pipeline gets the same commands.
             checker = conn.pipeline(transaction=True)
             try:
-                for job, _ in dependent:
+                for index, (job, _) in enumerate(dependent):
                     while True:
                         try:
                             await checker.watch(*[keys.job(d) for d in job._dependency_ids])
@@ -322,6 +333,10 @@ async def enqueue_many(
                         except WatchError:
                             continue
                         break
+                    if index == 0 and pipeline is not None:
+                        # rq checks on the caller's pipeline, whose first EXEC (after the first
+                        # dependent's check) sends all it buffered: later dependents see this batch.
+                        await pipe.execute()
             finally:
                 await checker.reset()
             fronts = {j.id for j, f in dependent if f}

@@ -184,6 +184,29 @@ async def set_state(conn: Redis, name: str, state: str) -> None:
     await conn.hset(keys.worker(name), 'state', state)
 
 
+# The worker's state follows its executions index: ``busy`` while it has a member, else the
+# given idle state (``idle`` or ``suspended``). Decided inside Redis, so a state write can never
+# land after, and contradict, a start or a finish that changed the index meanwhile.
+# KEYS: worker, worker executions. ARGV: the state when no execution runs.
+STATE_SCRIPT = """
+local state = ARGV[1]
+if redis.call('SCARD', KEYS[2]) > 0 then state = 'busy' end
+redis.call('HSET', KEYS[1], 'state', state)
+return state
+"""
+
+
+def buffer_state(pipe: Any, name: str, idle_state: str) -> None:
+    """:data:`STATE_SCRIPT` in a MULTI (``EVAL``: a MULTI cannot load a missing script)."""
+    pipe.eval(STATE_SCRIPT, 2, keys.worker(name), keys.worker_executions(name), idle_state)
+
+
+async def assert_state(conn: Redis, name: str, idle_state: str) -> str:
+    """Write ``busy``, or ``idle_state`` when the executions index is empty; returns which."""
+    state = await scripts.run(conn, STATE_SCRIPT, [keys.worker(name), keys.worker_executions(name)], [idle_state])
+    return as_text(state)
+
+
 async def set_field(conn: Redis, name: str, field_name: str, value: Any) -> None:
     await conn.hset(keys.worker(name), field_name, value)
 
@@ -319,12 +342,13 @@ def heartbeat_sync(
     base_fields: Callable[[], dict[str, Any]],
 ) -> None:
     """One heartbeat MULTI on a blocking client (the worker's heartbeat thread): the worker's
-    record, its state re-asserted, and §4.8 for each execution. An ``HSET`` that created a hash
+    record, its state re-asserted (``state`` is the one to show when no execution runs), and
+    §4.8 for each execution. An ``HSET`` that created a hash
     means the hash had expired or been deleted: a job's is removed again, the worker's rebuilt."""
     ttl = interval + 60 if executions else idle_ttl
     with conn.pipeline(transaction=True) as pipe:
         buffer_worker_heartbeat(pipe, worker_name, ttl)
-        pipe.hset(keys.worker(worker_name), 'state', state)
+        buffer_state(pipe, worker_name, state)
         heartbeat_commands(pipe, worker_name, executions, interval)
         results = pipe.execute()
     # Four worker-level commands come first, then six per execution, the job's HSET last.

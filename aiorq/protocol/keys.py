@@ -6,7 +6,9 @@ attributes; deriving our names from those attributes keeps both libraries on one
 
 from __future__ import annotations
 
+from rq import cron_job_registry, cron_scheduler_registry
 from rq.command import PUBSUB_CHANNEL_TEMPLATE
+from rq.cron import get_cron_job_history_key
 from rq.defaults import RQ_KEY_PREFIX
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, ExecutionRegistry
 from rq.group import Group
@@ -120,6 +122,12 @@ def scheduler(name: str) -> str:
     return SCHEDULER_KEY_TEMPLATE % name
 
 
+def scheduler_wakeup(queue_name: str) -> str:
+    """Pub/sub channel (no key, no state): "a job was scheduled on this queue", for aiorq's
+    schedulers to wake before their next poll. Stock rq never listens; nothing depends on it."""
+    return f'{PREFIX}:scheduler-wakeup:{queue_name}'
+
+
 def cleaning_lock(name: str) -> str:
     return f'{PREFIX}:clean_registries:{name}'
 
@@ -138,3 +146,17 @@ def rl_allowed(key: str) -> str:
 
 def rl_waiting(key: str) -> str:
     return f'{PREFIX}:rl:{key}:rate_limited'
+
+
+# Cron (rq-protocol §8). rq builds these from RQ_KEY_PREFIX in rq.cron and its two registries;
+# the scheduler hash has no template in rq (``CronScheduler.key`` is an f-string property).
+CRON_SCHEDULERS = cron_scheduler_registry.get_registry_key()
+CRON_JOBS = cron_job_registry.get_registry_key()
+
+
+def cron_scheduler(name: str) -> str:
+    return f'{PREFIX}:cron_scheduler:{name}'
+
+
+def cron_job_history(name: str) -> str:
+    return get_cron_job_history_key(name)

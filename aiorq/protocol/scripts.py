@@ -47,17 +47,22 @@ __all__ = [
     'UNIQUE_SCHEDULE_SCRIPT',
     'EMPTY_QUEUE_SCRIPT',
     'run',
+    'sha',
     'queue_in',
 ]
 
 _SHA: dict[str, str] = {}
 
 
-def _sha(source: str) -> str:
-    sha = _SHA.get(source)
-    if sha is None:
-        sha = _SHA[source] = hashlib.sha1(source.encode('utf-8')).hexdigest()
-    return sha
+def sha(source: str) -> str:
+    """The SHA1 ``EVALSHA`` names a script by (cached per source)."""
+    digest = _SHA.get(source)
+    if digest is None:
+        digest = _SHA[source] = hashlib.sha1(source.encode('utf-8')).hexdigest()
+    return digest
+
+
+_sha = sha
 
 
 async def run(conn: Redis, source: str, keys_: list[str], args: list[Any]) -> Any:

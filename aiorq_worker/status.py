@@ -1,0 +1,53 @@
+"""The worker-state clock: ``busy`` exactly while an execution runs, ``idle`` (or ``suspended``)
+within a moment of the last one ending, so ``rq info`` and rq-dashboard tell the truth.
+
+Reads: nothing but the idle state it is given. Changes: the ``state`` field of the worker hash,
+through a script that decides ``busy`` from the executions index inside Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from aiorq.protocol import execution as px
+
+logger = logging.getLogger('aiorq.worker')
+
+
+class StateKeeper:
+    def __init__(self, connection: Redis, name: str, idle_state: Callable[[], str]) -> None:
+        self.connection = connection
+        self.name = name
+        self.idle_state = idle_state
+        self._changed = asyncio.Event()
+        self._stopping = False
+
+    def poke(self) -> None:
+        """Something that decides the state changed (last execution ended, suspension)."""
+        self._changed.set()
+
+    async def write(self) -> str:
+        return await px.assert_state(self.connection, self.name, self.idle_state())
+
+    def stop(self) -> None:
+        # A flag, not only Task.cancel(): redis-py may swallow a cancellation that arrives while
+        # a command is in flight, and the loop must end all the same.
+        self._stopping = True
+        self._changed.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._stopping:
+                return
+            try:
+                await self.write()
+            except Exception as e:  # Redis away: the heartbeat re-asserts it too; try again soon
+                logger.debug('Worker %s: could not write its state (%s)', self.name, e)
+                await asyncio.sleep(1)
+                self._changed.set()
