@@ -26,3 +26,19 @@ def test_bench_quick() -> None:
         assert [r[1] for r in rows if r and r[0] == kind] == ['rq', 'aiorq'], done.stdout
         assert all(r[-4] == '200' for r in rows if r and r[0] == kind), done.stdout
         assert f'{kind}: aiorq/rq throughput ratio' in done.stdout
+
+
+def test_scheduler_lag_quick() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'scheduler_lag.py'), '--quick'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:3]}
+    assert set(rows) == {'rq', 'aiorq'}, done.stdout
+    assert all(r[0] == '6' for r in rows.values()), done.stdout
+    assert 'p50 lag rq/aiorq' in done.stdout
