@@ -23,7 +23,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.utils import current_timestamp, now, utcformat
 
-from aiorq.protocol import keys
 from aiorq.protocol import scheduler as ps
 
 logger = logging.getLogger('aiorq.scheduler')
@@ -192,32 +191,21 @@ class Scheduler:
             pass
 
     async def _listen(self) -> None:
-        """Wake-up hints: ``<prefix>:scheduler-wakeup:<queue>`` carries the due second."""
-        channels = {keys.scheduler_wakeup(q): q for q in self.queue_names}
+        """Wake-up hints: a job due at some second was just scheduled on one of the queues."""
         while not self._stopping:
-            pubsub = self.connection.pubsub()
             try:
-                await pubsub.subscribe(*channels)
-                while not self._stopping:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None:
-                        continue
-                    q = channels.get(message['channel'].decode())
-                    try:
-                        due = int(message['data'])
-                    except (TypeError, ValueError):
-                        continue
-                    if q is not None and q in self.held:
-                        known = self.next_due.get(q)
-                        self.next_due[q] = due if known is None else min(known, due)
-                        self._wake.set()
+                async with ps.Wakeups(self.connection, self.queue_names) as hints:
+                    while not self._stopping:
+                        hint = await hints.next(timeout=1.0)
+                        if hint is None:
+                            continue
+                        q, due = hint
+                        if q in self.held:
+                            known = self.next_due.get(q)
+                            self.next_due[q] = due if known is None else min(known, due)
+                            self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 logger.debug('Scheduler %s: wake-up subscription lost (%s); polling meanwhile', self.name, e)
                 await asyncio.sleep(1)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass

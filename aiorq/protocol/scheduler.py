@@ -84,6 +84,36 @@ async def release(conn: Redis, name: str, held: Sequence[str]) -> None:
     await conn.delete(keys.scheduler(name))
 
 
+class Wakeups:
+    """The wake-up hints of :func:`aiorq.protocol.enqueue.buffer_wakeup` for some queues."""
+
+    def __init__(self, conn: Redis, queue_names: Sequence[str]) -> None:
+        self.channels = {keys.scheduler_wakeup(q): q for q in queue_names}
+        self.pubsub = conn.pubsub()
+
+    async def __aenter__(self) -> Wakeups:
+        await self.pubsub.subscribe(*self.channels)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        try:
+            await self.pubsub.aclose()
+        except Exception:  # closing a connection that is already gone
+            pass
+
+    async def next(self, timeout: float) -> tuple[str, int] | None:
+        """(queue, due second) of the next hint, or None when none came within ``timeout``."""
+        message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        if message is None:
+            return None
+        q = self.channels.get(as_text(message['channel']))
+        try:
+            due = int(message['data'])
+        except (TypeError, ValueError):
+            return None
+        return None if q is None else (q, due)
+
+
 async def earliest(conn: Redis, queue_names: Sequence[str]) -> dict[str, int | None]:
     """The earliest due second in each queue's scheduled registry (one pipeline)."""
     async with conn.pipeline(transaction=False) as pipe:

@@ -290,3 +290,21 @@ async def test_worker_state_follows_executions(conn: Redis, sync_conn: redis.Red
     assert seen is not None and seen.get_current_job_id() is None
     worker.request_stop()
     await asyncio.wait_for(task, 10)
+
+
+async def test_wakeup_hint_reaches_a_sleeping_scheduler(conn: Redis, sync_conn: redis.Redis) -> None:
+    """With the poll pushed far away, only the hint published by aiorq's enqueue_at can tell the
+    scheduler about the new job: it must still move it at its due second."""
+    ours = Scheduler(conn, ['q'], name='sleeper')
+    ours.POLL = 60
+    task = asyncio.ensure_future(ours.run())
+    await wait_for(lambda: ours.held == {'q'} and ours.next_due == {'q': None})
+    await asyncio.sleep(0.2)  # asleep for a minute now
+    due = int(time.time()) + 2
+    job = await Queue('q', connection=conn).enqueue_at(datetime.fromtimestamp(due, timezone.utc), tasks.add, 1, 1)
+    await wait_for(lambda: sync_conn.lrange('rq:queue:q', 0, -1) == [job.id.encode()], 5, interval=0.005)
+    assert 0 <= time.time() - due < 0.5
+    ours.stop()
+    await asyncio.wait_for(task, 5)
+    await ours.release()
+    assert sync_conn.get('rq:scheduler-lock:q') is None
