@@ -27,6 +27,7 @@ from aiorq import connections as aiorq_connections
 from aiorq.current import set_current_job
 from aiorq.protocol import codec
 from aiorq.protocol import execution as px
+from aiorq.protocol.batch import SectionError
 
 from .processes import ChildJobError
 from .state import _current_worker
@@ -250,14 +251,30 @@ class Runner:
             await asyncio.to_thread(job.send_webhooks, status, exc_string=exc_string)
 
     async def durably(self, write: Callable[[], Any]) -> Any:
-        """Keep an outcome until Redis takes it: retry with rq's capped exponential backoff."""
+        """Keep an outcome until Redis takes it: retry with rq's capped exponential backoff.
+
+        Retrying is safe: builders write the same values each time, and an attempt whose
+        reply was lost is recognised as committed (see ``protocol.execution._guard``). A
+        refusal that wrote nothing (out of memory) is retried too; a command that failed after
+        others of the same outcome ran cannot be undone, and is reported, not repeated.
+        """
         wait = 1.0
         while True:
             try:
                 return await write()
+            except SectionError as e:
+                if e.partial:
+                    logger.error(
+                        'Worker %s: an outcome was only partly recorded (%s at its command %d); not retried',
+                        self.worker.name,
+                        e,
+                        e.command,
+                    )
+                    return False
+                logger.error('Worker %s: Redis refused an outcome (%s); retrying in %.0fs', self.worker.name, e, wait)
             except (RedisConnectionError, RedisTimeoutError, OSError) as e:
                 logger.error(
                     'Worker %s: could not record an outcome (%s); retrying in %.0fs', self.worker.name, e, wait
                 )
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 60)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 60)

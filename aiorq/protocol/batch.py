@@ -13,19 +13,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from . import scripts
 from .codec import encode
 
 # ARGV[1] holds every item as "<length>:<bytes>" (one argument instead of ~80 keeps redis-py's
 # per-argument packing off the hot path). It holds one or more independent sections, each:
-# guard count, guards (kind, key index, arg), command count, then per command: name, argc, key
+# guard count, guards; probe count, probes; command count, then per command: name, argc, key
 # mask ('1' where the argument is KEYS[index]), arguments.
-# Guards: Z = ZSCORE(key, arg) exists; C = SCARD(key) == arg; E = EXISTS(key) == 1;
-# F = HGET(key, arg) equals the item that follows.
-# Returns, per section, 0 when its guards held and its commands ran, else the 1-based index of
-# its failed guard (its commands are then skipped; other sections are unaffected).
+# A check is (kind, key index, arg[, value]): Z = ZSCORE(key, arg) exists; C = SCARD(key) == arg;
+# E = EXISTS(key) == 1; N = EXISTS(key) == 0; M = SISMEMBER(key, arg) == 0; F = HGET(key, arg)
+# equals the value that follows.
+# Per section, the result is 0 when its guards held and its commands ran; when a guard failed,
+# -1 if its probes all hold (the section's writes are already there: an earlier call committed
+# them and its reply was lost), else the 1-based index of the failed guard (nothing written).
+# Commands run under redis.pcall: an error reply (OOM, WRONGTYPE) stops the section and the
+# result is "E<n>:<message>", commands before the n-th having run (Lua cannot roll them back);
+# the other sections are unaffected, so a combined call never has to be re-run.
 GUARDED_BATCH_SCRIPT = """
 local blob = ARGV[1]
 local ARGV = {}
@@ -36,34 +40,46 @@ while pos <= n do
     ARGV[#ARGV + 1] = string.sub(blob, colon + 1, colon + len)
     pos = colon + len + 1
 end
-local results = {}
 local i = 1
+local function check()
+    local kind, key, arg = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
+    i = i + 3
+    local r
+    if kind == 'Z' then
+        r = redis.pcall('ZSCORE', key, arg)
+        return type(r) ~= 'table' and r ~= false
+    elseif kind == 'C' then
+        return redis.pcall('SCARD', key) == tonumber(arg)
+    elseif kind == 'F' then
+        local value = ARGV[i]
+        i = i + 1
+        return redis.pcall('HGET', key, arg) == value
+    elseif kind == 'M' then
+        return redis.pcall('SISMEMBER', key, arg) == 0
+    elseif kind == 'N' then
+        return redis.pcall('EXISTS', key) == 0
+    end
+    return redis.pcall('EXISTS', key) == 1
+end
+local results = {}
 while i <= #ARGV do
     local failed = 0
     local nguards = tonumber(ARGV[i]); i = i + 1
     for g = 1, nguards do
-        local kind, key, arg = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
-        i = i + 3
-        local ok
-        if kind == 'Z' then
-            ok = redis.call('ZSCORE', key, arg) ~= false
-        elseif kind == 'C' then
-            ok = redis.call('SCARD', key) == tonumber(arg)
-        elseif kind == 'F' then
-            ok = redis.call('HGET', key, arg) == ARGV[i]
-            i = i + 1
-        else
-            ok = redis.call('EXISTS', key) == 1
-        end
-        if not ok and failed == 0 then
-            failed = g
-        end
+        if not check() and failed == 0 then failed = g end
     end
+    local nprobes = tonumber(ARGV[i]); i = i + 1
+    local applied = nprobes > 0
+    for p = 1, nprobes do
+        if not check() then applied = false end
+    end
+    local result = failed
+    if failed ~= 0 and applied then result = -1 end
     local ncmds = tonumber(ARGV[i]); i = i + 1
     for c = 1, ncmds do
         local name, argc, mask = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
         i = i + 3
-        if failed == 0 then
+        if result == 0 then
             local args = {}
             for a = 1, argc do
                 if string.sub(mask, a, a) == '1' then
@@ -72,14 +88,37 @@ while i <= #ARGV do
                     args[a] = ARGV[i + a - 1]
                 end
             end
-            redis.call(name, unpack(args))
+            local reply = redis.pcall(name, unpack(args))
+            if type(reply) == 'table' and reply.err then
+                result = 'E' .. c .. ':' .. reply.err
+            end
         end
         i = i + argc
     end
-    results[#results + 1] = failed
+    results[#results + 1] = result
 end
 return results
 """
+
+APPLIED = 0  # the guards held and every command ran
+ALREADY_APPLIED = -1  # a guard failed, but the probes show an earlier call wrote the section
+
+
+class SectionError(Exception):
+    """A command of a section got an error reply. ``partial`` when commands before it ran."""
+
+    def __init__(self, command: int, message: str) -> None:
+        super().__init__(message)
+        self.command = command
+        self.partial = command > 1
+
+
+def _section_result(raw: Any) -> int | SectionError:
+    if isinstance(raw, int):
+        return raw
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    index, _, message = text[1:].partition(':')
+    return SectionError(int(index), message)
 
 
 class Key(str):
@@ -93,6 +132,7 @@ class Batch:
         self._keys: list[str] = []
         self._index: dict[str, int] = {}
         self._guards: list[Any] = []
+        self._probes: list[Any] = []
         self._cmds: list[Any] = []
         self.explicit_transaction = True
 
@@ -130,6 +170,17 @@ class Batch:
 
     def guard_field(self, key: str, field: str, value: str) -> None:
         self._guards.append(('F', self._k(key), field, value))
+
+    # -- probes: when a guard fails, do these show the section's writes already in place? --
+
+    def probe_field(self, key: str, field: str, value: Any) -> None:
+        self._probes.append(('F', self._k(key), field, value))
+
+    def probe_missing(self, key: str) -> None:
+        self._probes.append(('N', self._k(key), ''))
+
+    def probe_not_member(self, key: str, member: str) -> None:
+        self._probes.append(('M', self._k(key), member))
 
     # -- the pipeline subset -------------------------------------------------------------
 
@@ -204,6 +255,9 @@ class Batch:
         items: list[Any] = [len(self._guards)]
         for kind, idx, *rest in self._guards:
             items += [kind, idx + key_offset, *rest]
+        items.append(len(self._probes))
+        for kind, idx, *rest in self._probes:
+            items += [kind, idx + key_offset, *rest]
         items.append(len(self._cmds))
         for name, argc, mask, encoded in self._cmds:
             args = [a + key_offset if m == '1' else a for a, m in zip(encoded, mask)] if key_offset else encoded
@@ -211,10 +265,14 @@ class Batch:
         return items
 
     async def run(self, conn: Redis) -> int:
-        """0 when the guards held and everything ran; else the index of the failed guard."""
+        """:data:`APPLIED`, :data:`ALREADY_APPLIED`, or the index of the failed guard; raises
+        :class:`SectionError` when a command got an error reply."""
         if not self._cmds and not self._guards:
-            return 0
-        return (await run_batches(conn, [self]))[0]
+            return APPLIED
+        result = (await run_batches(conn, [self]))[0]
+        if isinstance(result, SectionError):
+            raise result
+        return result
 
 
 def _blob(items: list[Any]) -> bytes:
@@ -235,14 +293,14 @@ def _blob(items: list[Any]) -> bytes:
     return b''.join(parts)
 
 
-async def run_batches(conn: Redis, batches: list[Batch]) -> list[int]:
-    """Several independent batches in one script call; each keeps its own guards."""
+async def run_batches(conn: Redis, batches: list[Batch]) -> list[int | SectionError]:
+    """Several independent batches in one script call; each keeps its own guards and result."""
     keys_: list[str] = []
     items: list[Any] = []
     for batch in batches:
         items += batch._items(len(keys_))
         keys_ += batch._keys
-    return [int(r) for r in await scripts.run(conn, GUARDED_BATCH_SCRIPT, keys_, [_blob(items)])]
+    return [_section_result(r) for r in await scripts.run(conn, GUARDED_BATCH_SCRIPT, keys_, [_blob(items)])]
 
 
 BatchRunner = Callable[['Batch'], Awaitable[int]]
@@ -252,9 +310,11 @@ class Combiner:
     """Coalesces batches submitted while a call is in flight into the next single script call.
 
     No artificial delay: the first batch goes out at once, and whatever arrives meanwhile rides
-    together in the next call. Sections keep their own guards, so each submitter gets its own
-    result; if a combined call fails with a Redis error reply, each batch is retried on its own
-    so one bad batch cannot fail the others.
+    together in the next call. Each section reports its own result (an error reply in one
+    section leaves the others' results intact), so a combined call is never re-run: a section
+    that committed is never applied twice. When the call itself fails (connection lost), every
+    submitter gets the error and retries on its own; its probes then tell whether its section
+    had committed before the reply was lost.
     """
 
     MAX_SECTIONS = 64
@@ -276,13 +336,6 @@ class Combiner:
             group, self.pending = self.pending[: self.MAX_SECTIONS], self.pending[self.MAX_SECTIONS :]
             try:
                 results = await run_batches(self.conn, [b for b, _ in group])
-            except ResponseError:
-                for batch, future in group:
-                    try:
-                        future.set_result((await run_batches(self.conn, [batch]))[0])
-                    except Exception as e:
-                        future.set_exception(e)
-                continue
             except BaseException as e:
                 for _, future in group:
                     if not future.done():
@@ -291,5 +344,9 @@ class Combiner:
                     raise
                 continue
             for (_, future), result in zip(group, results):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, SectionError):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)

@@ -4,11 +4,12 @@ execution of it, as rq 3.0 models a worker with several executions (§16.3)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -19,7 +20,7 @@ from rq.results import Result
 from rq.utils import as_text, current_timestamp, now, utcformat
 
 from . import dependents, keys, ratelimit, scripts
-from .batch import Batch, BatchRunner
+from .batch import ALREADY_APPLIED, APPLIED, Batch, BatchRunner
 from .codec import restore_job, save
 from .enqueue import buffer_enqueue, buffer_schedule_in
 from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_result, buffer_retry, buffer_retry_after
@@ -409,10 +410,35 @@ def buffer_repeat(sink: Any, job: RQJob) -> None:
         buffer_schedule_in(sink, job, interval)
 
 
+def plan(job: RQJob) -> RQJob:
+    """A copy of the job to build an outcome on. Builders change the copy (status, retries left,
+    repeats…); the caller's job takes its values only once the outcome committed, so building
+    the same outcome again after an outage writes the same values."""
+    return copy.copy(job)
+
+
+def adopt(job: RQJob, planned: RQJob) -> None:
+    """The committed outcome becomes what the caller's job object says."""
+    job.__dict__.update(planned.__dict__)
+
+
+def _guard(batch: Batch, worker_name: str, ex: Execution, planned: RQJob, deleted: bool) -> None:
+    """Run only while this execution owns the job (its started-registry member); if it does not,
+    the probes tell an earlier, committed attempt of this same outcome (its reply lost in an
+    outage) from an outcome written by someone else: the execution's index member is gone, and
+    the job hash holds this outcome's ``ended_at`` (or is gone, for a deleting outcome)."""
+    batch.guard_member(keys.registry('started', ex.queue), ex.member)
+    batch.probe_not_member(keys.worker_executions(worker_name), ex.member)
+    if deleted:
+        batch.probe_missing(keys.job(planned.id))
+    elif planned.ended_at is not None:
+        batch.probe_field(keys.job(planned.id), 'ended_at', utcformat(planned.ended_at))
+
+
 async def _commit(conn: Redis, batch: Batch, worker_name: str, ex: Execution) -> bool:
-    """Run an outcome batch guarded by the execution's started-registry member. When the member
-    is gone (stopped, declared abandoned, canceled) only the execution records are removed."""
-    if await batch.run(conn) == 0:
+    """Run an outcome batch behind :func:`_guard`. When another process owns the job now
+    (stopped, declared abandoned, canceled) only the execution records are removed."""
+    if await batch.run(conn) in (APPLIED, ALREADY_APPLIED):
         return True
     return await _superseded(conn, worker_name, ex)
 
@@ -435,13 +461,11 @@ async def finish_success(
     run: BatchRunner | None = None,
 ) -> bool:
     """§4.9 (with §4.11 phase A inside, §4.13 repeats). ``False`` when the outcome was superseded."""
-    job = ex.job
-    job._result = return_value
-    result_ttl = job.get_result_ttl(default_result_ttl)
-    dependents_key = keys.dependents(job.id)
-    repeats_left, repeat_intervals = job.repeats_left, job.repeat_intervals
+    result_ttl = ex.job.get_result_ttl(default_result_ttl)
+    dependents_key = keys.dependents(ex.job.id)
+    repeating = ex.job.repeats_left is not None and ex.job.repeats_left > 0
 
-    async def fill(sink: Any) -> None:
+    async def fill(sink: Any, job: RQJob) -> None:
         """Everything the success transaction writes, after any dependents phase A."""
         _counters(sink, worker_name, job, True)
         if result_ttl != 0:
@@ -451,30 +475,37 @@ async def finish_success(
             _execution_result(sink, job, ex, worker_name, Result.Type.SUCCESSFUL, result_ttl, return_value=return_value)
             score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
             sink.zadd(keys.registry('finished', job.origin), {job.id: score})
-        if job.repeats_left is not None and job.repeats_left > 0:
+        if repeating:
             buffer_repeat(sink, job)
         else:
             await buffer_job_cleanup(conn, sink, job, result_ttl)
             job._status = JobStatus.FINISHED
         buffer_execution_cleanup(sink, worker_name, ex)
 
-    moved: dict[str, list[str]] = {}
+    def planned() -> RQJob:
+        job = plan(ex.job)
+        job._result = return_value
+        return job
+
     # Fast path, one script call: valid only while the job has no dependents (guard 2); rq's
     # WATCH-based path below handles the others.
+    job = planned()
     batch = Batch()
-    batch.guard_member(keys.registry('started', ex.queue), ex.member)
+    _guard(batch, worker_name, ex, job, deleted=result_ttl == 0 and not repeating)
     batch.guard_scard(dependents_key, 0)
-    await fill(batch)
-    failed_guard = await (run(batch) if run is not None else batch.run(conn))
-    if failed_guard == 0:
-        await ratelimit.release_slot(conn, job)
+    await fill(batch, job)
+    outcome = await (run(batch) if run is not None else batch.run(conn))
+    if outcome in (APPLIED, ALREADY_APPLIED):
+        adopt(ex.job, job)
+        await ratelimit.release_slot(conn, ex.job)
         return True
-    if failed_guard == 1:
+    if outcome == 1:
         return await _superseded(conn, worker_name, ex)
-    job.repeats_left, job.repeat_intervals = repeats_left, repeat_intervals
     # A dependent exists (or appeared): rq's WATCH on the dependents set, with phase A inside.
+    moved: dict[str, list[str]] = {}
     async with conn.pipeline(transaction=True) as pipe:
         while True:
+            job = planned()
             try:
                 await pipe.watch(dependents_key, keys.execution(job.id, ex.id))
                 if await pipe.zscore(keys.registry('started', ex.queue), ex.member) is None:
@@ -483,14 +514,14 @@ async def finish_success(
                 moved = await dependents.move_dependents_to_ready(conn, job, pipe=pipe, serializer=serializer)
                 if not pipe.explicit_transaction:
                     pipe.multi()
-                await fill(pipe)
+                await fill(pipe, job)
                 await pipe.execute()
                 break
             except WatchError:
-                job.repeats_left, job.repeat_intervals = repeats_left, repeat_intervals
                 continue
+    adopt(ex.job, job)
     await dependents.enqueue_ready_by_queue(conn, moved, serializer=serializer)
-    await ratelimit.release_slot(conn, job)
+    await ratelimit.release_slot(conn, ex.job)
     return True
 
 
@@ -512,15 +543,13 @@ def _execution_result(
 
 
 def _dt(epoch: float) -> datetime:
-    from datetime import timezone
-
     return datetime.fromtimestamp(epoch, tz=timezone.utc)
 
 
 async def finish_failure(
     conn: Redis,
     worker_name: str,
-    job: RQJob,
+    original: RQJob,
     ex: Execution | None,
     exc_string: str,
     *,
@@ -530,10 +559,12 @@ async def finish_failure(
     """§4.10 / §4.12 exception retries / §4.14 stopped; ``ex=None`` for a job that never
     started (stuck in the intermediate list). ``record=False`` is
     ``--disable-default-exception-handler`` (no registry, hash save or Result)."""
+    job = plan(original)
     retry = job.should_retry and not stopped
+    deleted = bool(record and not retry and job.failure_ttl == 0)
     batch = Batch()
     if ex is not None:
-        batch.guard_member(keys.registry('started', ex.queue), ex.member)
+        _guard(batch, worker_name, ex, job, deleted)
         buffer_execution_cleanup(batch, worker_name, ex)
     if stopped:
         job._status = JobStatus.STOPPED
@@ -552,6 +583,7 @@ async def finish_failure(
             return False
     else:
         await batch.run(conn)
+    adopt(original, job)
     if not retry:
         try:
             await dependents.enqueue_dependents(conn, job, serializer=job.serializer)
@@ -563,11 +595,11 @@ async def finish_failure(
 
 async def finish_returned_retry(conn: Redis, worker_name: str, ex: Execution, retry: Retry) -> tuple[bool, bool]:
     """§4.12 return-based retry. Returns (committed, exhausted)."""
-    job = ex.job
+    job = plan(ex.job)
     job._result = retry  # rq's plain saves after a run carry the legacy ``result`` field
     batch = Batch()
-    batch.guard_member(keys.registry('started', ex.queue), ex.member)
     exhausted = bool(job.number_of_retries and job.number_of_retries >= retry.max)
+    _guard(batch, worker_name, ex, job, deleted=exhausted and job.failure_ttl == 0)
     if exhausted:
         job._status = JobStatus.FAILED
         batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
@@ -587,6 +619,7 @@ async def finish_returned_retry(conn: Redis, worker_name: str, ex: Execution, re
         buffer_execution_cleanup(batch, worker_name, ex)
     if not await _commit(conn, batch, worker_name, ex):
         return False, exhausted
+    adopt(ex.job, job)
     if exhausted:
         await dependents.enqueue_dependents(conn, job, serializer=job.serializer)
     await ratelimit.release_slot(conn, job)

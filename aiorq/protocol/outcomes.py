@@ -117,9 +117,9 @@ async def buffer_retry(conn: Redis, pipe: Sink, job: RQJob) -> None:
 async def buffer_retry_after(conn: Redis, sink: Sink, job: RQJob, interval: int) -> None:
     """A retry (either kind): scheduled after ``interval`` seconds, else re-enqueued now."""
     if interval:
-        # rq sends this status write on its own, ahead of the transaction.
-        job._status = JobStatus.SCHEDULED
-        await conn.hset(keys.job(job.id), 'status', JobStatus.SCHEDULED.value)
+        # rq also sends ``HSET status scheduled`` on its own ahead of its MULTI; here it is only
+        # inside the (guarded) write, which leaves the same state without a write that a
+        # superseded outcome could make alone.
         buffer_schedule_in(sink, job, interval)
     else:
         buffer_enqueue(sink, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
