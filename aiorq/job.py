@@ -395,16 +395,7 @@ class Job:
         )
 
     async def delete_dependents(self) -> None:
-        conn = self.connection
-        async with conn.pipeline(transaction=True) as pipe:
-            for dep_id in await p.jobs.dependent_ids(conn, self.id):
-                try:
-                    dependent = await p.jobs.fetch(conn, dep_id, self.serializer)
-                except p.NoSuchJobError:
-                    continue
-                await p.jobs._buffer_delete(conn, dependent, pipe, False, False)
-            pipe.delete(self.dependents_key)
-            await pipe.execute()
+        await p.jobs.delete_dependents(self.connection, self.id, self.serializer)
 
     async def requeue(self, at_front: bool = False) -> Job:
         """Move the job from the failed registry back onto its queue."""

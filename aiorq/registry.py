@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from redis.asyncio import Redis
 from rq.exceptions import AbandonedJobError, NoSuchJobError
@@ -224,25 +224,16 @@ class FailedJobRegistry(_IdRegistry):
         self, job: Job, ttl: int | None = None, exc_string: str = '', pipeline: Any = None
     ) -> None:
         """Save the job with its failure and put it here for ``ttl`` (default one year)."""
-        conn = self.connection
         if ttl is not None:
             job.failure_ttl = ttl
-        if pipeline is not None:
-            await p.outcomes.buffer_failed_registry_add(conn, pipeline, job._rq, exc_string)
-            return
-        async with conn.pipeline(transaction=True) as pipe:
-            await p.outcomes.buffer_failed_registry_add(conn, pipe, job._rq, exc_string)
-            await pipe.execute()
+        await p.outcomes.failed_registry_add(self.connection, job._rq, exc_string, pipeline=pipeline)
 
 
 class DeferredJobRegistry(_IdRegistry):
     kind = 'deferred'
 
     async def add(self, job: Job, ttl: int | None = None, pipeline: Any = None, xx: bool = False) -> int:
-        if pipeline is not None:
-            pipeline.zadd(self.key, {job.id: p.registries.current_timestamp()}, xx=xx)
-            return 0
-        return await p.registries.add_now(self.connection, self.kind, self.name, job.id, xx)
+        return await p.registries.add_now(self.connection, self.kind, self.name, job.id, xx, pipeline=pipeline)
 
 
 class ReadyJobRegistry(DeferredJobRegistry):
@@ -263,10 +254,7 @@ class ScheduledJobRegistry(_IdRegistry):
 
     async def schedule(self, job: Job, scheduled_datetime: datetime, pipeline: Any = None) -> int:
         score = p.enqueue.schedule_score(scheduled_datetime)
-        if pipeline is not None:
-            pipeline.zadd(self.key, {job.id: score})
-            return 0
-        return cast(int, await self.connection.zadd(self.key, {job.id: score}))
+        return await p.registries.schedule(self.connection, self.name, job.id, score, pipeline=pipeline)
 
     async def get_jobs_to_schedule(self, timestamp: int | None = None, chunk_size: int = 1000) -> list[str]:
         ids = await p.registries.expired_job_ids(self.connection, self.kind, self.name, timestamp)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rq.command import parse_payload
 
 from aiorq.protocol import keys
+from aiorq.protocol.workers import Subscription
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -20,7 +21,7 @@ class CommandListener:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.task: asyncio.Task[None] | None = None
-        self.pubsub: Any = None
+        self.subscription: Subscription | None = None
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -34,25 +35,21 @@ class CommandListener:
                 await self.task
             except (asyncio.CancelledError, Exception):
                 pass
-        if self.pubsub is not None:
-            try:
-                await self.pubsub.aclose()
-            except Exception:
-                pass
+        if self.subscription is not None:
+            await self.subscription.__aexit__()
 
     async def listen(self) -> None:
         channel = keys.pubsub_channel(self.worker.name)
         wait = 1.0
         while True:
             try:
-                self.pubsub = self.worker.connection.pubsub()
-                await self.pubsub.subscribe(channel)
-                self.ready.set()
-                wait = 1.0
-                while True:
-                    message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is not None:
-                        self.handle(message)
+                async with Subscription(self.worker.connection, [channel]) as self.subscription:
+                    self.ready.set()
+                    wait = 1.0
+                    while True:
+                        message = await self.subscription.next(timeout=None)
+                        if message is not None:
+                            self.handle(message)
             except asyncio.CancelledError:
                 raise
             except Exception as e:

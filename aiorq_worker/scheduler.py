@@ -196,7 +196,7 @@ class Scheduler:
             try:
                 async with ps.Wakeups(self.connection, self.queue_names) as hints:
                     while not self._stopping:
-                        hint = await hints.next(timeout=1.0)
+                        hint = await hints.hint(timeout=1.0)
                         if hint is None:
                             continue
                         q, due = hint

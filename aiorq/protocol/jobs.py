@@ -14,6 +14,7 @@ from rq.job import JobStatus, parse_job_id
 from rq.results import Result
 from rq.utils import as_text, current_timestamp
 
+from ..connections import blocking_client
 from . import keys
 from .codec import NOIO, parse_status, restore_job
 from .enqueue import Pipe
@@ -93,10 +94,17 @@ def _restore_result(job_id: str, entry_id: Any, payload: Any, serializer: Any) -
 
 async def latest_result(conn: Redis, job_id: str, serializer: Any = None, timeout: float = 0) -> Result | None:
     """``Result.fetch_latest``: ``XREVRANGE … COUNT 1``, or with a timeout a blocking
-    ``XREAD`` from the start of the stream (the newest entry at once if any exists)."""
+    ``XREAD`` from the start of the stream (the newest entry at once if any exists).
+
+    The blocking read runs on a connection of its own without socket timeout (same server,
+    TLS, user, Sentinel), so a wait longer than the client's ``socket_timeout`` is not cut."""
     key = keys.results(job_id)
     if timeout:
-        response: Any = await conn.xread({key: '0-0'}, block=max(1, int(round(timeout * 1000))))
+        waiter = blocking_client(conn)
+        try:
+            response: Any = await waiter.xread({key: '0-0'}, block=max(1, int(round(timeout * 1000))))
+        finally:
+            await waiter.aclose()
         if not response:
             return None
         entries = response[0][1]
@@ -276,6 +284,19 @@ async def _buffer_delete(conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue:
             raise NoSuchGroupError
         pipe.srem(keys.group(job.group_id), job.id)
     pipe.delete(keys.job(job.id), keys.dependents(job.id), keys.dependencies(job.id), keys.results(job.id))
+
+
+async def delete_dependents(conn: Redis, job_id: str, serializer: Any = None) -> None:
+    """``Job.delete_dependents``: delete every dependent, then the dependents set, in one MULTI."""
+    async with conn.pipeline(transaction=True) as pipe:
+        for dep_id in await dependent_ids(conn, job_id):
+            try:
+                dependent = await fetch(conn, dep_id, serializer)
+            except NoSuchJobError:
+                continue
+            await _buffer_delete(conn, dependent, pipe, False, False)
+        pipe.delete(keys.dependents(job_id))
+        await pipe.execute()
 
 
 async def requeue(

@@ -77,6 +77,16 @@ async def buffer_failed_registry_add(conn: Redis, pipe: Sink, job: RQJob, exc_st
     pipe.zadd(keys.registry('failed', job.origin), {job.id: score})
 
 
+async def failed_registry_add(conn: Redis, job: RQJob, exc_string: str, pipeline: Sink | None = None) -> None:
+    """``FailedJobRegistry.add``, in the caller's pipeline or in a MULTI of its own."""
+    if pipeline is not None:
+        await buffer_failed_registry_add(conn, pipeline, job, exc_string)
+        return
+    async with conn.pipeline(transaction=True) as pipe:
+        await buffer_failed_registry_add(conn, pipe, job, exc_string)
+        await pipe.execute()
+
+
 async def buffer_record_failure(
     conn: Redis,
     pipe: Sink,

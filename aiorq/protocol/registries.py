@@ -15,6 +15,7 @@ from rq.registry import FailedJobRegistry
 from rq.utils import as_text, current_timestamp, now, parse_composite_key
 
 from . import dependents, keys, ratelimit
+from .enqueue import buffer_wakeup
 from .jobs import fetch
 from .outcomes import buffer_record_failure, buffer_retry
 
@@ -146,9 +147,26 @@ async def add(conn: Redis, kind: str, name: str, job_id: str, ttl: int = 0, xx: 
     return cast(int, await conn.zadd(keys.registry(kind, name), {job_id: value}, xx=xx))
 
 
-async def add_now(conn: Redis, kind: str, name: str, job_id: str, xx: bool = False) -> int:
-    """Deferred and ready registries score by the time of adding."""
+async def add_now(
+    conn: Redis, kind: str, name: str, job_id: str, xx: bool = False, pipeline: Any = None
+) -> int:
+    """Deferred and ready registries score by the time of adding (0 when buffered in a pipeline)."""
+    if pipeline is not None:
+        pipeline.zadd(keys.registry(kind, name), {job_id: current_timestamp()}, xx=xx)
+        return 0
     return cast(int, await conn.zadd(keys.registry(kind, name), {job_id: current_timestamp()}, xx=xx))
+
+
+async def schedule(conn: Redis, name: str, job_id: str, score: int, pipeline: Any = None) -> int:
+    """``ScheduledJobRegistry.schedule``: ``ZADD`` at the due second, plus aiorq's wake-up hint."""
+    if pipeline is not None:
+        pipeline.zadd(keys.registry('scheduled', name), {job_id: score})
+        buffer_wakeup(pipeline, name, score)
+        return 0
+    async with conn.pipeline(transaction=True) as pipe:
+        pipe.zadd(keys.registry('scheduled', name), {job_id: score})
+        buffer_wakeup(pipe, name, score)
+        return int((await pipe.execute())[0])
 
 
 async def remove(conn: Redis, kind: str, name: str, job_id: str) -> int:

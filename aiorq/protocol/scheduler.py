@@ -20,6 +20,7 @@ from rq.utils import as_text, now, utcformat
 from . import keys, scripts
 from .codec import restore_job
 from .enqueue import buffer_enqueue, enqueue_rate_limited
+from .workers import Subscription
 
 logger = logging.getLogger('aiorq.protocol')
 
@@ -84,29 +85,23 @@ async def release(conn: Redis, name: str, held: Sequence[str]) -> None:
     await conn.delete(keys.scheduler(name))
 
 
-class Wakeups:
+class Wakeups(Subscription):
     """The wake-up hints of :func:`aiorq.protocol.enqueue.buffer_wakeup` for some queues."""
 
     def __init__(self, conn: Redis, queue_names: Sequence[str]) -> None:
-        self.channels = {keys.scheduler_wakeup(q): q for q in queue_names}
-        self.pubsub = conn.pubsub()
+        self.queues = {keys.scheduler_wakeup(q): q for q in queue_names}
+        super().__init__(conn, list(self.queues))
 
     async def __aenter__(self) -> Wakeups:
-        await self.pubsub.subscribe(*self.channels)
+        await super().__aenter__()
         return self
 
-    async def __aexit__(self, *_: object) -> None:
-        try:
-            await self.pubsub.aclose()
-        except Exception:  # closing a connection that is already gone
-            pass
-
-    async def next(self, timeout: float) -> tuple[str, int] | None:
+    async def hint(self, timeout: float) -> tuple[str, int] | None:
         """(queue, due second) of the next hint, or None when none came within ``timeout``."""
-        message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        message = await self.next(timeout)
         if message is None:
             return None
-        q = self.channels.get(as_text(message['channel']))
+        q = self.queues.get(as_text(message['channel']))
         try:
             due = int(message['data'])
         except (TypeError, ValueError):

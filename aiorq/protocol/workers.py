@@ -4,13 +4,37 @@ commands, suspension (rq-protocol §6.1, §6.4, §6.8, §6.9)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from rq.exceptions import InvalidJobOperation
 from rq.utils import as_text, decode_redis_hash
 
 from . import keys
+
+
+class Subscription:
+    """A pub/sub subscription to some channels (worker commands, scheduler wake-ups), on a
+    connection of its own from the client's pool."""
+
+    def __init__(self, conn: Redis, channels: list[str]) -> None:
+        self.channels = channels
+        self.pubsub = conn.pubsub()
+
+    async def __aenter__(self) -> Subscription:
+        await self.pubsub.subscribe(*self.channels)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        try:
+            await self.pubsub.aclose()
+        except Exception:  # the connection is already gone
+            pass
+
+    async def next(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next message (``channel``, ``data``…), or None when none came within ``timeout``."""
+        message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        return cast(dict[str, Any] | None, message)
 
 
 async def worker_keys(conn: Redis, queue_name: str | None = None) -> list[str]:
