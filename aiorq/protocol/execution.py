@@ -21,7 +21,7 @@ from rq.utils import as_text, current_timestamp, now, utcformat
 
 from . import dependents, keys, ratelimit, scripts
 from .batch import ALREADY_APPLIED, APPLIED, Batch, BatchRunner
-from .codec import restore_job, save
+from .codec import exc_string_payload, restore_job, save
 from .enqueue import buffer_enqueue, buffer_schedule_in
 from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_result, buffer_retry, buffer_retry_after
 
@@ -640,8 +640,6 @@ async def fail_unstarted(
     batch.hset(keys.job(job_id), 'status', JobStatus.FAILED.value)
     batch.zadd(keys.registry('failed', queue_name), {job_id: current_timestamp() + 31536000})
     batch.expire(keys.job(job_id), 31536000)
-    from .codec import exc_string_payload
-
     batch.xadd(
         keys.results(job_id),
         {'type': Result.Type.FAILED.value, 'worker_name': worker_name, 'exc_string': exc_string_payload(exc_string)},

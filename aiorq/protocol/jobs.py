@@ -15,9 +15,9 @@ from rq.results import Result
 from rq.utils import as_text, current_timestamp
 
 from ..connections import blocking_client
-from . import keys
-from .codec import NOIO, parse_status, restore_job
-from .enqueue import Pipe
+from . import keys, ratelimit
+from .codec import NOIO, mapping, parse_status, restore_job
+from .enqueue import Pipe, buffer_enqueue, enqueue_rate_limited
 
 # Which registry holds a job, by its stored status (Job._remove_from_registries).
 _REGISTRY_BY_STATUS = {
@@ -73,8 +73,6 @@ async def get_meta(conn: Redis, job: RQJob) -> dict[str, Any]:
 async def save(
     conn: Redis, job: RQJob, pipeline: Pipe | None = None, include_meta: bool = True, include_result: bool = True
 ) -> None:
-    from .codec import mapping
-
     target: Any = pipeline if pipeline is not None else conn
     result = target.hset(keys.job(job.id), mapping=mapping(job, include_meta, include_result))
     if pipeline is None:
@@ -194,7 +192,7 @@ async def cancel(
     remove_from_dependencies: bool = False,
 ) -> dict[str, list[str]]:
     """4.15 ``Job.cancel``; returns ``{queue: [dependents moved to ready]}``."""
-    from . import dependents, ratelimit
+    from . import dependents  # dependents reads jobs through this module: imported late
 
     if await get_status(conn, job.id) == JobStatus.CANCELED:
         raise InvalidJobOperation(f'Cannot cancel already canceled job: {job.id}')
@@ -249,8 +247,6 @@ async def delete(
     delete_dependents: bool = False,
 ) -> None:
     """4.15 ``Job.delete``: registries, dependents, executions, group, keys and results."""
-    from . import ratelimit
-
     pipe = pipeline if pipeline is not None else conn.pipeline(transaction=True)
     try:
         await _buffer_delete(conn, job, pipe, remove_from_queue, delete_dependents)
@@ -303,8 +299,6 @@ async def requeue(
     conn: Redis, job: RQJob, registry_key: str, *, at_front: bool = False, default_timeout: int = 180
 ) -> RQJob:
     """4.16 ``FailedJobRegistry.requeue`` (any registry of bare ids)."""
-    from .enqueue import buffer_enqueue, enqueue_rate_limited
-
     if not await conn.zrem(registry_key, job.id):
         raise InvalidJobOperation(f'Job {job.id} is not in {registry_key}')
     job.started_at = None

@@ -16,6 +16,7 @@ from rq.utils import current_timestamp
 from . import keys
 from .codec import NOIO, save
 from .enqueue import Sink, buffer_cleanup, buffer_enqueue, buffer_schedule_in
+from .jobs import _buffer_delete
 
 
 def buffer_result(
@@ -60,8 +61,6 @@ def buffer_result(
 async def buffer_job_cleanup(conn: Redis, pipe: Sink, job: RQJob, ttl: int | None) -> None:
     """``Job.cleanup(ttl)``: 0 deletes the job, a positive ttl expires its keys."""
     if ttl == 0:
-        from .jobs import _buffer_delete
-
         await _buffer_delete(conn, job, pipe, True, False)
     else:
         buffer_cleanup(pipe, job, ttl)
