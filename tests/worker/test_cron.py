@@ -412,3 +412,43 @@ def test_unreachable_redis(tmp_path: Path, processes: Processes) -> None:
     assert proc.wait(30) == 1
     lines = [line for line in processes.log(proc).splitlines() if 'aiorq cron:' in line or 'Traceback' in line]
     assert len(lines) == 1 and lines[0].startswith('aiorq cron: Redis error: ConnectionError'), processes.log(proc)
+
+
+# -- cron hosted by a worker (``aiorq worker --cron``) ---------------------------------------
+
+
+def aiorq_worker(url: str, *args: str) -> list[str]:
+    return [sys.executable, '-m', 'aiorq_worker', 'worker', '--url', url, *args, 'q']
+
+
+async def test_worker_hosts_cron(tmp_path: Path, redis_url: str, sync_conn: redis.Redis, processes: Processes) -> None:
+    """Two workers with ``--cron`` on one config: the jobs run, each tick enqueued once, and each
+    worker's cron scheduler record is visible to stock rq, then gone from the registry at exit."""
+    config = write_config(tmp_path, ADD_EVERY_SECOND)
+    workers = [
+        processes.start(f'w{i}', aiorq_worker(redis_url, '--cron', config, '-P', str(ROOT / 'tests'))) for i in range(2)
+    ]
+    wait_until(lambda: len(stamps(sync_conn)) >= 3, processes)
+    assert len(rq.cron.CronScheduler.all(sync_conn)) == 2
+    for proc in workers:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, processes.log(proc)
+    ids = [m.decode() for m in sync_conn.zrange(HISTORY, 0, -1)]
+    enqueued = stamps(sync_conn)
+    assert all(b - a >= 0.99 for a, b in zip(enqueued, enqueued[1:])), enqueued
+    jobs = RQJob.fetch_many(ids, connection=sync_conn)
+    assert all(j is not None and j.get_status() == JobStatus.FINISHED and j.return_value() == 3 for j in jobs)
+    assert sync_conn.zcard(SCHEDULERS) == 0
+
+
+def test_worker_refuses_a_bad_cron_config(tmp_path: Path, redis_url: str) -> None:
+    config = write_config(
+        tmp_path, "from rq import cron\nimport tasks\ncron.register(tasks.add, 'q', cron='not a cron')\n"
+    )
+    done = subprocess.run(
+        aiorq_worker(redis_url, '--cron', config, '-P', str(ROOT / 'tests')), capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('aiorq worker: --cron:'), done.stderr
+    assert 'Traceback' not in done.stderr
