@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
@@ -70,6 +71,10 @@ async def cleanup_started(
     processed: list[RQJob] = []
     failed: list[tuple[RQJob, str]] = []
     async with conn.pipeline(transaction=True) as pipe:
+        # Stronger than rq: an owner that was only late (its finish, or a heartbeat, lands on the
+        # job hash meanwhile) keeps its job; the abandonment is not written over it.
+        await pipe.watch(*[keys.job(i) for i in job_ids])
+        abandoned: list[RQJob] = []
         for job_id in job_ids:
             try:
                 job = await fetch(conn, job_id, serializer=serializer)
@@ -82,17 +87,27 @@ async def cleanup_started(
                     await on_abandoned(job)
                 except Exception:
                     logger.exception('Started registry cleanup: failure callback for job %s raised', job.id)
+            abandoned.append(job)
+        for job in abandoned:
+            if not (job.retries_left and job.retries_left > 0):
+                # rq releases a failed job's dependents at once, before its cleanup transaction.
+                await dependents.enqueue_dependents(conn, job, parent_status=JobStatus.FAILED, serializer=serializer)
+        pipe.multi()
+        for job in abandoned:
             if job.retries_left and job.retries_left > 0:
                 await buffer_retry(conn, pipe, job)
             else:
                 exc_string = f'Moved to {FailedJobRegistry.__name__}, due to {AbandonedJobError.__name__}, at {now()}'
                 logger.warning('Started registry cleanup: %s %s', job.id, exc_string)
                 await buffer_record_failure(conn, pipe, job, exc_string)
-                await dependents.enqueue_dependents(conn, job, parent_status=JobStatus.FAILED, serializer=serializer)
                 failed.append((job, exc_string))
             processed.append(job)
         pipe.zremrangebyscore(key, 0, score)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except WatchError:
+            logger.info('Started registry cleanup of %s: a job changed under it; left for the next pass', name)
+            return []
     for job, exc_string in failed:
         if job.webhooks:
             await asyncio.to_thread(job.send_webhooks, JobStatus.FAILED, exc_string=exc_string)

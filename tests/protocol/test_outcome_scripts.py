@@ -199,3 +199,28 @@ async def test_out_of_memory_writes_nothing(conn: Redis, sync_conn: redis.Redis)
     assert snapshot(sync_conn) == before
     assert await success(conn, ex) is True
     assert sync_conn.hget(keys.job(ex.job.id), 'status') == b'finished'
+
+
+async def test_abandonment_is_not_written_over_a_late_owner(conn: Redis, sync_conn: redis.Redis) -> None:
+    """Maintenance declares an execution abandoned (deadline passed), but its owner was only late
+    and finishes while maintenance runs the failure callback: the owner's outcome stands."""
+    from aiorq.protocol import registries
+
+    ex = await started(conn)
+    sync_conn.zadd('rq:wip:q', {ex.member: 1}, xx=True)  # the deadline passed (steered)
+    seen = []
+
+    async def owner_finishes_meanwhile(job: Any) -> None:
+        seen.append(job.id)
+        assert await success(conn, ex) is True
+
+    processed = await registries.cleanup_started(conn, 'q', on_abandoned=owner_finishes_meanwhile)
+    assert seen == [ex.job.id] and processed == []
+    assert sync_conn.hget(keys.job(ex.job.id), 'status') == b'finished'
+    assert sync_conn.zcard('rq:failed:q') == 0
+    assert sync_conn.xlen(keys.results(ex.job.id)) == 1
+    # Without a late owner, the same pass fails the job as rq does.
+    other = await started(conn)
+    sync_conn.zadd('rq:wip:q', {other.member: 1}, xx=True)
+    assert [j.id for j in await registries.cleanup_started(conn, 'q')] == [other.job.id]
+    assert sync_conn.hget(keys.job(other.job.id), 'status') == b'failed'
