@@ -11,11 +11,13 @@ from __future__ import annotations
 import inspect
 import os
 from contextvars import ContextVar
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import redis
 from redis.asyncio import Redis
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import ConnectionPool, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq.connections import NoRedisConnectionException
@@ -29,6 +31,12 @@ __all__ = [
     'from_url',
     'url_from_env',
     'sync_connection',
+    'async_connection',
+    'blocking_client',
+    'endpoint',
+    'Endpoint',
+    'SentinelTarget',
+    'redis_from_config',
 ]
 
 _stack: ContextVar[tuple[Redis, ...]] = ContextVar('aiorq_connection_stack', default=())
@@ -81,37 +89,229 @@ def from_url(url: str, **kwargs: Any) -> Redis:
 
 
 SYNC_CLIENT_PARAMS = set(inspect.signature(redis.Redis.__init__).parameters)
+_ASYNC_PARAMS = set(inspect.signature(Redis.__init__).parameters)
+# Settings that are objects of one kind of client (async retry policies, parsers, connect
+# hooks) and cannot be handed to the other kind; the other kind's defaults apply instead.
+_KIND_SPECIFIC = {'retry', 'parser_class', 'redis_connect_func', 'connection_pool', 'event_dispatcher'}
+_PLAIN = (str, bytes, int, float, bool, type(None))
+# What a pool adds to its connections' arguments itself (back-references, per-pool handlers,
+# copies of the timeouts); a new pool makes its own.
+_POOL_MADE = {
+    'connection_pool',
+    'maint_notifications_pool_handler',
+    'maint_notifications_config',
+    'oss_cluster_maint_notifications_handler',
+    'orig_host_address',
+    'orig_socket_timeout',
+    'orig_socket_connect_timeout',
+    'himport_registry',
+}
+
+
+_SECRETS = ('password', 'ssl_password')
+
+
+def _redacted(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: '***' if k in _SECRETS and v else v for k, v in kwargs.items()}
+
+
+@dataclass(frozen=True, repr=False)
+class SentinelTarget:
+    """A service behind Redis Sentinel: the sentinels to ask, and what to ask them for."""
+
+    instances: tuple[tuple[str, int], ...]
+    service_name: str
+    sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
+    is_master: bool = True
+    min_other_sentinels: int = 0
+    force_master_ip: str | None = None
+
+    def __repr__(self) -> str:  # never shows a password
+        return (
+            f'SentinelTarget({self.service_name!r}, {list(self.instances)!r}, '
+            f'sentinel_kwargs={_redacted(self.sentinel_kwargs)!r}, is_master={self.is_master})'
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class Endpoint:
+    """How a client reaches its server, free of pools and event loops: enough to open another
+    client of either kind (blocking or asyncio) with the same address, database, TLS settings,
+    ACL user and Sentinel service, in a thread or in a child process.
+
+    ``kwargs`` are client constructor arguments (``host``, ``ssl=True``, ``ssl_ca_certs``, …);
+    with ``sentinel`` set they are the arguments of the master's connections.
+    """
+
+    kwargs: dict[str, Any]
+    sentinel: SentinelTarget | None = None
+
+    def __repr__(self) -> str:  # never shows a password
+        return f'Endpoint({_redacted(self.kwargs)!r}, sentinel={self.sentinel!r})'
+
+    def portable(self) -> Endpoint:
+        """Only plain values, so the endpoint pickles (``--sync-jobs process`` children)."""
+        sentinel = self.sentinel
+        if sentinel is not None:
+            sentinel = replace(sentinel, sentinel_kwargs=_plain(sentinel.sentinel_kwargs))
+        return Endpoint(_plain(self.kwargs), sentinel)
+
+    def sync_client(self) -> redis.Redis:
+        """A blocking ``redis.Redis`` (raw bytes, as rq expects)."""
+        kwargs = _for(SYNC_CLIENT_PARAMS, self.kwargs)
+        target = self.sentinel
+        if target is None:
+            return redis.Redis(**kwargs)
+        from redis.sentinel import Sentinel
+
+        manager = Sentinel(
+            list(target.instances),
+            min_other_sentinels=target.min_other_sentinels,
+            sentinel_kwargs=_for(SYNC_CLIENT_PARAMS, target.sentinel_kwargs),
+            force_master_ip=target.force_master_ip,
+            **kwargs,
+        )
+        if target.is_master:
+            return manager.master_for(target.service_name)
+        return manager.slave_for(target.service_name)
+
+    def async_client(self) -> Redis:
+        """A ``redis.asyncio.Redis`` (raw bytes)."""
+        kwargs = _for(_ASYNC_PARAMS, self.kwargs)
+        target = self.sentinel
+        if target is None:
+            return Redis(**kwargs)
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        manager = AsyncSentinel(
+            list(target.instances),
+            min_other_sentinels=target.min_other_sentinels,
+            sentinel_kwargs=_for(_ASYNC_PARAMS, target.sentinel_kwargs),
+            force_master_ip=target.force_master_ip,
+            **kwargs,
+        )
+        if target.is_master:
+            return manager.master_for(target.service_name)
+        return manager.slave_for(target.service_name)
+
+
+def _for(params: set[str], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k in params and k not in _KIND_SPECIFIC and k != 'decode_responses'}
+
+
+def _plain(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if isinstance(v, _PLAIN)}
+
+
+def _own(pool: Any) -> dict[str, Any]:
+    return {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_MADE}
+
+
+def _client_kwargs(pool: Any) -> dict[str, Any]:
+    """A pool's connection settings, spelled as client constructor arguments."""
+    kwargs = _own(pool)
+    cls = pool.connection_class
+    if issubclass(cls, (UnixDomainSocketConnection, redis.UnixDomainSocketConnection)):
+        kwargs['unix_socket_path'] = kwargs.pop('path', None)
+    if issubclass(cls, (SSLConnection, redis.SSLConnection)):
+        kwargs['ssl'] = True
+    return kwargs
+
+
+def endpoint(connection: Redis | redis.Redis) -> Endpoint:
+    """The :class:`Endpoint` of a client of either kind (plain, TLS, Unix socket or Sentinel)."""
+    pool: Any = connection.connection_pool
+    kwargs = _client_kwargs(pool)
+    manager = getattr(pool, 'sentinel_manager', None)
+    if manager is None:
+        return Endpoint(kwargs)
+    instances = tuple(
+        (s.connection_pool.connection_kwargs['host'], int(s.connection_pool.connection_kwargs['port']))
+        for s in manager.sentinels
+    )
+    target = SentinelTarget(
+        instances=instances,
+        service_name=pool.service_name,
+        sentinel_kwargs=dict(manager.sentinel_kwargs),
+        is_master=bool(pool.is_master),
+        min_other_sentinels=manager.min_other_sentinels,
+        force_master_ip=getattr(manager, '_force_master_ip', None),
+    )
+    return Endpoint(kwargs, target)
 
 
 def sync_connection(connection: Redis) -> redis.Redis:
     """A blocking ``redis.Redis`` to the same server, for code that expects rq's sync client
-    (callbacks, ``rq.get_current_job()`` inside plain functions)."""
-    pool = connection.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    if issubclass(pool.connection_class, UnixDomainSocketConnection):
-        kwargs['unix_socket_path'] = kwargs.pop('path', None)
-    if issubclass(pool.connection_class, SSLConnection):
-        kwargs['ssl'] = True
-        for key in list(kwargs):
-            if key.startswith('ssl_') and key not in SYNC_CLIENT_PARAMS:
-                kwargs.pop(key)
-    kwargs.pop('decode_responses', None)
-    kwargs.pop('retry', None)
-    return redis.Redis(**{k: v for k, v in kwargs.items() if k in SYNC_CLIENT_PARAMS})
-
-
-_ASYNC_PARAMS = set(inspect.signature(Redis.__init__).parameters)
+    (callbacks, ``rq.get_current_job()`` inside plain functions, the heartbeat thread); through
+    the same Sentinel service when ``connection`` uses one, so it follows a failover."""
+    return endpoint(connection).sync_client()
 
 
 def async_connection(connection: redis.Redis) -> Redis:
     """A ``redis.asyncio.Redis`` to the server a blocking client talks to (used when a
     stock rq worker runs an aiorq coroutine job)."""
+    return endpoint(connection).async_client()
+
+
+def blocking_client(connection: Redis) -> Redis:
+    """A client of a dedicated connection with ``connection``'s settings (server, TLS, ACL
+    user, Sentinel service) but no socket timeout, for commands that wait in Redis (``BLMOVE``,
+    ``XREAD BLOCK``) longer than the client's ``socket_timeout`` would let a read last.
+
+    A plain pool is rebuilt from its connection class and arguments, a Sentinel pool on the
+    same sentinels, so the connection follows a failover. The client has a private pool rather
+    than one held connection: redis-py reconnects a held connection to its last address, which
+    after a failover is the old master; a pooled one asks the sentinels again. Used one command
+    at a time, the pool keeps a single connection (``CLIENT ID`` then names the connection the
+    next command runs on). Close it with ``aclose()``.
+    """
     pool = connection.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
-        kwargs['unix_socket_path'] = kwargs.pop('path', None)
-    if issubclass(pool.connection_class, redis.SSLConnection):
-        kwargs['ssl'] = True
-    kwargs.pop('decode_responses', None)
-    kwargs.pop('retry', None)
-    return Redis(**{k: v for k, v in kwargs.items() if k in _ASYNC_PARAMS})
+    kwargs = _own(pool)
+    # Without a read timeout a connect must still give up: keep the limit the client had
+    # (its socket timeout when no connect timeout was given; else the library's default).
+    if kwargs.get('socket_connect_timeout') is None:
+        kwargs.pop('socket_connect_timeout', None)
+        if kwargs.get('socket_timeout') is not None:
+            kwargs['socket_connect_timeout'] = kwargs['socket_timeout']
+    kwargs['socket_timeout'] = None
+    new_pool: ConnectionPool
+    if isinstance(pool, SentinelConnectionPool):
+        new_pool = SentinelConnectionPool(
+            pool.service_name,
+            pool.sentinel_manager,
+            connection_class=pool.connection_class,
+            is_master=pool.is_master,
+            check_connection=pool.check_connection,
+            **kwargs,
+        )
+    else:
+        new_pool = ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    client = Redis(connection_pool=new_pool)
+    client.auto_close_connection_pool = True  # closing the client closes its private pool
+    return client
+
+
+def redis_from_config(settings: dict[str, Any], connection_class: type[Redis] = Redis) -> Redis:
+    """rq's ``get_redis_from_config`` for asyncio clients: ``REDIS_URL``, else ``SENTINEL``
+    (read exactly as rq reads it, with ``redis.asyncio``'s Sentinel), else ``REDIS_HOST`` … ."""
+    from rq.cli.helpers import get_redis_from_config
+
+    config = settings.get('SENTINEL')
+    if settings.get('REDIS_URL') is not None or config is None:
+        return cast(Redis, get_redis_from_config(settings, connection_class))
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    connection_kwargs = {
+        'db': config.get('DB', 0),
+        'username': config.get('USERNAME', None),
+        'password': config.get('PASSWORD', None),
+        'socket_timeout': config.get('SOCKET_TIMEOUT', None),
+        'ssl': config.get('SSL', False),
+        **config.get('CONNECTION_KWARGS', {}),
+    }
+    manager = AsyncSentinel(
+        config.get('INSTANCES', [('localhost', 26379)]),
+        sentinel_kwargs=config.get('SENTINEL_KWARGS', {}),
+        **connection_kwargs,
+    )
+    return cast(Redis, manager.master_for(config.get('MASTER_NAME', 'mymaster'), redis_class=connection_class))

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import aiorq
+from aiorq.connections import blocking_client
 from aiorq.protocol import execution as px
 
 if TYPE_CHECKING:
@@ -39,14 +41,9 @@ class Admission:
         self._blocked = False
 
     async def open(self) -> Redis:
-        """The dedicated connection for blocking pops (no socket timeout: a pop may wait 405 s)."""
-        pool = self.worker.connection.connection_pool
-        self._blocking = Redis(
-            connection_pool=pool.__class__(
-                connection_class=pool.connection_class, **{**pool.connection_kwargs, 'socket_timeout': None}
-            ),
-            single_connection_client=True,
-        )
+        """The dedicated connection for blocking pops (no socket timeout: a pop may wait 405 s);
+        same TLS, ACL user and Sentinel service as the worker's connection."""
+        self._blocking = blocking_client(self.worker.connection)
         return self._blocking
 
     async def close(self) -> None:
@@ -115,8 +112,8 @@ class Admission:
                 want = self.worker.concurrency - self.worker.in_flight()
                 if max_jobs is not None:
                     want = min(want, max_jobs - admitted)
-                popped = await px.pop(self.worker.connection, self._ordered, want, self.worker.single)
-                if not popped:
+                served, claimed = await self.claim(want)
+                if not served:
                     if self.worker.executions:
                         # Jobs are running: wait for one to end rather than block in Redis,
                         # so burst mode and max_jobs see the queue state after each finish.
@@ -137,26 +134,33 @@ class Admission:
                     one = await self.blocking_pop(timeout, burst)
                     if one is None:
                         continue
-                    popped = [one]
                     # The block may have lasted long: suspension may have begun meanwhile.
                     self._suspension_checked = 0.0
-                    if await self.check_suspension(burst):
+                    if await self.check_suspension(burst) or self.worker.stop_requested:
+                        # Popped while suspended or stopping: put it back rather than run it.
                         await px.push_back(self.worker.connection, one[0], one[1], self.worker.single)
                         continue
-                if self.worker.stop_requested:
-                    # Popped while stopping: put it back rather than run it.
-                    for queue_name, job_id in popped:
-                        await px.push_back(self.worker.connection, queue_name, job_id, self.worker.single)
-                    continue
+                    served, claimed = await self.claim(0, [one])
                 backoff = 1.0
-                admitted += await self.start(popped)
+                admitted += claimed
                 idle_since = time.monotonic()
-                self.reorder(popped[-1][0])
+                if served:
+                    self.reorder(served[-1])
                 if max_jobs is not None and admitted >= max_jobs:
                     logger.info('Worker %s: admitted %d jobs, quitting once they finish', self.worker.name, admitted)
                     break
             except (RedisConnectionError, RedisTimeoutError) as e:
                 logger.error('Worker %s: Redis unreachable (%s); retrying in %.0fs', self.worker.name, e, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 60)
+            except OutOfMemoryError as e:
+                # Nothing was written (Redis refuses a script's or a MULTI's first write whole).
+                logger.error(
+                    'Worker %s: Redis is out of memory, no job admitted (%s); retrying in %.0fs',
+                    self.worker.name,
+                    e,
+                    backoff,
+                )
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 60)
         return admitted
@@ -190,15 +194,44 @@ class Admission:
                 await self.unblock()
                 return
 
-    async def start(self, popped: list[tuple[str, str]]) -> int:
-        executions, broken = await px.start_executions(
-            self.worker.connection,
-            self.worker.name,
-            popped,
-            interval=self.worker.job_monitoring_interval,
-            single=self.worker.single,
-            serializer=self.worker.serializer,
-        )
+    async def claim(self, want: int, known: list[tuple[str, str]] | None = None) -> tuple[list[str], int]:
+        """Pop up to ``want`` ids (and/or take the ``known`` ones a blocking pop took) and start
+        them in one call. Returns the queue of each id taken, and how many jobs were admitted.
+        A connection error leaves the call's fate unknown (its reply may be all that was lost):
+        it is sent again with the same execution ids until Redis answers, so a job it did start
+        is run here, not left started with nobody running it."""
+        known = known or []
+        exec_ids = px.new_execution_ids(len(known) + want)
+        wait = 1.0
+        uncertain = False
+        while True:
+            try:
+                executions, broken, served = await px.claim_executions(
+                    self.worker.connection,
+                    self.worker.name,
+                    self._ordered,
+                    exec_ids,
+                    want=want,
+                    known=known,
+                    interval=self.worker.job_monitoring_interval,
+                    single=self.worker.single,
+                    serializer=self.worker.serializer,
+                )
+                break
+            except (RedisConnectionError, RedisTimeoutError, OutOfMemoryError) as e:
+                # A refusal wrote nothing: the caller backs off, unless an earlier send may
+                # have been applied, whose jobs only this call can find again.
+                if self.worker.cold_shutdown or (isinstance(e, OutOfMemoryError) and not uncertain):
+                    raise
+                uncertain = True
+                logger.error(
+                    'Worker %s: Redis unreachable while taking jobs (%s); asking again in %.0fs',
+                    self.worker.name,
+                    e,
+                    wait,
+                )
+                await self._sleep(wait)
+                wait = min(wait * 2, 60)
         for queue_name, job_id, exec_id, error in broken:
             logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
             await px.fail_unstarted(
@@ -212,4 +245,4 @@ class Admission:
         for ex in executions:
             self.worker.executions[ex.id] = ex
             self.worker.tasks[ex.id] = asyncio.ensure_future(self.worker.runner.run(ex))
-        return len(executions) + len(broken)
+        return served, len(executions) + len(broken)

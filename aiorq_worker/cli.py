@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import click
+from redis.exceptions import RedisError
 from rq.cli.helpers import read_config_file
 from rq.defaults import (
     DEFAULT_JOB_MONITORING_INTERVAL,
@@ -26,15 +27,17 @@ from .worker import DEFAULT_CONCURRENCY, SuspendedError, Worker, install_signal_
 
 
 def _redis(url: str | None, config: dict[str, Any], connection_class: str | None) -> Any:
-    """rq's order: ``--url``, else the config module's settings, else the environment
-    (``REDIS_URL``, ``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_DB``, ``REDIS_PASSWORD``, ``REDIS_SSL`` …)."""
+    """rq's order: ``--url``, else the config module's settings (``REDIS_URL``, ``SENTINEL`` as an
+    asyncio Sentinel client, ``REDIS_HOST`` …), else the environment (``REDIS_URL``,
+    ``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_DB``, ``REDIS_PASSWORD``, ``REDIS_SSL`` …)."""
     from redis.asyncio import Redis
-    from rq.cli.helpers import get_redis_from_config
+
+    from aiorq.connections import redis_from_config
 
     cls: Any = import_attribute(connection_class) if connection_class else Redis
     if url:
         return cls.from_url(url)
-    return get_redis_from_config(config if config else dict(os.environ), cls)
+    return redis_from_config(config if config else dict(os.environ), cls)
 
 
 @click.group()
@@ -186,6 +189,13 @@ def run(options: dict[str, Any]) -> int:
             return 1
         except CronConfigError as e:
             click.echo(f'aiorq worker: --cron: {e}', err=True)
+            return 1
+        except RedisError as e:
+            # Unreachable, refused credentials, a certificate that does not verify: one line
+            # (redis-py's messages name the host and port, never the password), not a traceback.
+            if options['verbose']:
+                raise
+            click.echo(f'aiorq worker: Redis error: {type(e).__name__}: {e}', err=True)
             return 1
         finally:
             await connection.aclose()

@@ -32,19 +32,25 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         interval = self.worker.job_monitoring_interval
+        retry = 1.0
         while not self.stopping.is_set():
+            wait: float = interval if self.worker.executions else min(interval, 30)
             try:
                 self.beat()
-            except Exception:
-                logger.warning('Worker %s: heartbeat failed; retrying', self.worker.name, exc_info=True)
-            self.wake.wait(interval if self.worker.executions else min(interval, 30))
+                retry = 1.0
+            except Exception as e:
+                # Soon again (with backoff), not a whole interval later: once Redis is back the
+                # executions' deadlines and the worker record must be refreshed at once.
+                logger.warning('Worker %s: heartbeat failed (%s); retrying in %.0fs', self.worker.name, e, retry)
+                wait, retry = min(wait, retry), min(retry * 2, 60)
+            self.wake.wait(wait)
             self.wake.clear()
 
     def beat(self) -> None:
         worker = self.worker
         executions = list(worker.executions.values())
         for start in range(0, max(len(executions), 1), BATCH):
-            px.heartbeat_sync(
+            rejoined = px.heartbeat_sync(
                 self.connection,
                 worker.name,
                 executions[start : start + BATCH],
@@ -52,4 +58,11 @@ class Heartbeat(threading.Thread):
                 idle_ttl=worker.worker_ttl + 60,
                 state=worker.idle_state(),
                 base_fields=worker.base_fields,
+                queue_names=worker.queue_names,
             )
+            if rejoined:
+                logger.warning(
+                    'Worker %s: its record was gone from Redis (data lost, or expired during an outage); '
+                    'registered again',
+                    worker.name,
+                )

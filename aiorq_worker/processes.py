@@ -18,6 +18,8 @@ from multiprocessing.connection import Connection
 from types import SimpleNamespace
 from typing import Any
 
+from aiorq.connections import Endpoint
+
 logger = logging.getLogger('aiorq.worker')
 
 
@@ -32,21 +34,18 @@ class Unserializable:
         raise TypeError('unserializable return value')
 
 
-def _child(
-    conn: Connection, redis_kwargs: dict[str, Any], paths: list[str], hooks: Sequence[Callable[..., Any]]
-) -> None:
+def _child(conn: Connection, server: Endpoint, paths: list[str], hooks: Sequence[Callable[..., Any]]) -> None:
     """The child's loop: receive (job id, stored hash, serializer), run, send the outcome."""
     for path in reversed(paths):
         if path not in sys.path:
             sys.path.insert(0, path)
-    import redis
     import rq.job
     from rq.job_lifecycle import format_exc_info
     from rq.serializers import resolve_serializer
 
     from .state import WorkerState, _current_worker
 
-    client = redis.Redis(**redis_kwargs)
+    client = server.sync_client()
     stub = SimpleNamespace(state=WorkerState(), name=f'child-{os.getpid()}')
     _current_worker.set(stub)  # type: ignore[arg-type]
     for hook in hooks:
@@ -94,9 +93,9 @@ class Child:
 class ProcessPool:
     """Children run one job each at a time; ``run`` waits for a free child."""
 
-    def __init__(self, size: int, redis_kwargs: dict[str, Any], hooks: Sequence[Callable[..., Any]] = ()) -> None:
+    def __init__(self, size: int, server: Endpoint, hooks: Sequence[Callable[..., Any]] = ()) -> None:
         self.ctx = multiprocessing.get_context('spawn')
-        self.args = (redis_kwargs, list(sys.path), list(hooks))
+        self.args = (server, list(sys.path), list(hooks))
         self.size = size
         self.idle: asyncio.Queue[Child] = asyncio.Queue()
         self.children: list[Child] = []

@@ -35,7 +35,7 @@ from rq.version import VERSION as RQ_VERSION
 from rq.worker import WorkerStatus
 
 import aiorq
-from aiorq.connections import SYNC_CLIENT_PARAMS, sync_connection
+from aiorq.connections import endpoint, sync_connection
 from aiorq.protocol import execution as px
 from aiorq.protocol.batch import Combiner
 
@@ -387,13 +387,8 @@ class Worker:
         for hook in self.on_startup:
             await hook(self)
         if self.sync_jobs == 'process':
-            kwargs = self.sync_connection.connection_pool.connection_kwargs
-            plain = {
-                k: v
-                for k, v in kwargs.items()
-                if k in SYNC_CLIENT_PARAMS and isinstance(v, (str, int, float, bool, type(None)))
-            }
-            self.process_pool = ProcessPool(self.concurrency, plain, self.on_startup)
+            # Children build their clients from this (TLS, ACL user and Sentinel included).
+            self.process_pool = ProcessPool(self.concurrency, endpoint(self.connection).portable(), self.on_startup)
             await self.process_pool.start()
 
     async def teardown(self) -> None:

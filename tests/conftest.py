@@ -19,6 +19,7 @@ os.environ['PYTHONPATH'] = os.pathsep.join(
     p for p in (str(ROOT / 'tests'), str(ROOT / 'examples'), os.environ['PYTHONPATH']) if p
 )
 
+from faultkit import fault_redis, lossy_proxy  # noqa: E402,F401  (fixtures of tests/faults)
 from processes import processes  # noqa: E402,F401  (fixture)
 from redis_server import RedisServer  # noqa: E402
 

@@ -17,10 +17,10 @@ class Processes:
         self.directory = directory
         self.procs: dict[int, tuple[str, subprocess.Popen[bytes], IO[bytes], Path]] = {}
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = self.directory / f'{name}-{len(self.procs)}.log'
         out = log.open('wb')
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.procs[proc.pid] = (name, proc, out, log)
         return proc
 

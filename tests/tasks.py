@@ -218,3 +218,70 @@ async def progress_then_wait() -> str:
 
 async def raises_timeout_error() -> None:
     raise TimeoutError('my own timeout')
+
+
+# -- fault tests: attempts counted outside Redis (a file), so an outage cannot hide one -------------
+
+
+def _note_attempt(path: str) -> str:
+    """Appends the current job's id to the file ``path`` (one line per attempt) and returns it."""
+    import rq
+
+    import aiorq
+
+    job = aiorq.get_current_job() or rq.get_current_job()
+    assert job is not None
+    with open(path, 'a') as f:
+        f.write(job.id + '\n')
+    return job.id
+
+
+async def attempt_then_record(path: str, ms: int) -> int:
+    """Notes the attempt in a file, sleeps ``ms`` milliseconds, then records its run in Redis
+    (``RPUSH ran``): a job in flight while Redis is away fails on that last call."""
+    _note_attempt(path)
+    await asyncio.sleep(ms / 1000)
+    await _record_async()
+    return ms
+
+
+async def attempt_sleep(path: str, ms: int) -> int:
+    """Notes the attempt in a file and sleeps ``ms`` milliseconds; writes nothing to Redis."""
+    _note_attempt(path)
+    await asyncio.sleep(ms / 1000)
+    return ms
+
+
+async def block_loop_on_signal(seconds: float, busy: bool = False) -> float:
+    """A coroutine that blocks its event loop by mistake: waits for a push to ``block``, sets
+    ``blocking``, then sleeps (``time.sleep``) or spins (``busy``) for ``seconds`` on the loop."""
+    import time
+
+    import aiorq
+
+    job = aiorq.get_current_job()
+    assert job is not None
+    # Polls (a blocking BLPOP would outlast the client's socket timeout).
+    while not await job.connection.lpop('block'):
+        await asyncio.sleep(0.05)
+    await job.connection.set('blocking', 1)
+    if busy:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+    else:
+        time.sleep(seconds)
+    return seconds
+
+
+def fail_first_attempt() -> str:
+    """Fails on its first attempt and succeeds on the next (counted in ``attempts:<id>``);
+    records each run."""
+    import rq
+
+    job = rq.get_current_job()
+    assert job is not None
+    job.connection.rpush('ran', job.id)
+    if job.connection.incr(f'attempts:{job.id}') == 1:
+        raise ValueError('first attempt fails')
+    return 'second time lucky'

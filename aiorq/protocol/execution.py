@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, cast
@@ -17,7 +17,7 @@ from redis.exceptions import WatchError
 from rq.job import Job as RQJob
 from rq.job import JobStatus, Retry
 from rq.results import Result
-from rq.utils import as_text, current_timestamp, now, utcformat
+from rq.utils import as_text, current_timestamp, now, str_to_date, utcformat
 
 from . import dependents, keys, ratelimit, scripts
 from .batch import ALREADY_APPLIED, APPLIED, Batch, BatchRunner
@@ -27,51 +27,92 @@ from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_res
 
 logger = logging.getLogger('aiorq.protocol')
 
-# Start one or more popped jobs in one atomic step: the execution records (§4.7 "parent"),
-# the job's `started` transition (§4.7 "horse"), and the worker's state and heartbeat.
-# KEYS: worker, worker executions, then per job: job, execution, job executions, wip, intermediate.
-# ARGV: worker name, utc timestamp, float now, int now, monitoring interval, lrem flag, then per
-# job: job id, execution id. Returns per job {job id, raw hash before the start (empty if gone)}.
-START_SCRIPT = """
+# Claim jobs for a worker in one atomic step: take up to `want` ids from the queues in order
+# (LPOP) and/or the ids a blocking pop already took, and start each: the execution records
+# (§4.7 "parent"), the job's `started` transition (§4.7 "horse"), the worker's state and
+# heartbeat. A call whose reply was lost is sent again with the same execution ids: when those
+# are already in the worker's executions index, the call only reports them (nothing is popped
+# or started twice, and no popped id is left behind).
+# KEYS: worker, worker executions, then per queue: queue, intermediate, wip.
+# ARGV: worker name, utc timestamp, float now, int now, monitoring interval, lrem flag (the
+# known ids sit in the single queue's intermediate list), want, job key prefix, execution key
+# prefix, job executions key prefix and suffix, number of known ids, then per known id: queue
+# index, job id; then the execution ids (known ones first, then one per id to pop).
+# Returns per job {queue index (0: no longer started), job id, execution id, created_at,
+# started_at, the job hash before the start (empty if the hash vanished: nothing to run; for a
+# repeated call, the hash as the first one left it)}.
+CLAIM_SCRIPT = """
 local name, ts, nowf, nowi = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local interval, lrem = tonumber(ARGV[5]), ARGV[6]
+local interval, lrem, want = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local job_prefix, exec_prefix, execs_prefix, execs_suffix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local nknown = tonumber(ARGV[12])
+local nqueues = (#KEYS - 2) / 3
+local first_exec = 13 + nknown * 2
+local mine = {}
+for i = first_exec, #ARGV do mine[ARGV[i]] = true end
 local out = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    local job_id, exec_id = string.match(member, '^(.+):([^:]+)$')
+    if exec_id and mine[exec_id] then
+        local qi = 0
+        for q = 1, nqueues do
+            if redis.call('ZSCORE', KEYS[3 * q + 2], member) then qi = q end
+        end
+        local created = redis.call('HGET', exec_prefix .. job_id .. ':' .. exec_id, 'created_at')
+        local jk = job_prefix .. job_id
+        local since = redis.call('HGET', jk, 'started_at')
+        table.insert(out, {qi, job_id, exec_id, created or nowf, since or ts, redis.call('HGETALL', jk)})
+    end
+end
+if #out > 0 then return out end
 local started = 0
-local n = (#KEYS - 2) / 5
-for i = 0, n - 1 do
-    local jk, ek, exk, wip, ik = KEYS[3 + i * 5], KEYS[4 + i * 5], KEYS[5 + i * 5], KEYS[6 + i * 5], KEYS[7 + i * 5]
-    local job_id, exec_id = ARGV[7 + i * 2], ARGV[8 + i * 2]
+local function start(q, job_id, exec_id, known)
+    local jk = job_prefix .. job_id
+    local ik = KEYS[3 * q + 1]
     local raw = redis.call('HGETALL', jk)
     if #raw == 0 then
         -- The hash vanished (expired or deleted) while queued: nothing to run, nothing to keep.
-        if lrem == '1' then redis.call('LREM', ik, 1, job_id) end
-        table.insert(out, {job_id, {}})
-    else
-        local timeout = 180
-        for f = 1, #raw, 2 do
-            if raw[f] == 'timeout' then
-                local t = tonumber(raw[f + 1])
-                if t and t ~= 0 then timeout = t end
-            end
+        if known and lrem == '1' then redis.call('LREM', ik, 1, job_id) end
+        table.insert(out, {q, job_id, exec_id, nowf, ts, {}})
+        return
+    end
+    local timeout = 180
+    for f = 1, #raw, 2 do
+        if raw[f] == 'timeout' then
+            local t = tonumber(raw[f + 1])
+            if t and t ~= 0 then timeout = t end
         end
-        local hb
-        if timeout > 0 then hb = math.floor(math.min(timeout, interval)) + 60 else hb = interval + 60 end
-        local member = job_id .. ':' .. exec_id
-        redis.call('HSET', ek, 'id', exec_id, 'job_id', job_id, 'created_at', nowf, 'last_heartbeat', nowf,
-                   'worker_name', name)
-        redis.call('EXPIRE', ek, hb)
-        redis.call('ZADD', exk, nowi + hb + 60, exec_id)
-        redis.call('EXPIRE', exk, hb + 60)
-        redis.call('ZADD', wip, nowi + hb, member)
-        redis.call('SADD', KEYS[2], member)
-        redis.call('EXPIRE', KEYS[2], hb + 60)
-        redis.call('HSET', KEYS[1], 'state', 'busy')
-        redis.call('HSET', jk, 'last_heartbeat', ts)
-        redis.call('HSET', jk, 'last_heartbeat', ts, 'status', 'started', 'started_at', ts, 'worker_name', name)
-        redis.call('PERSIST', jk)
-        if lrem == '1' then redis.call('LREM', ik, 1, job_id) end
-        started = started + 1
-        table.insert(out, {job_id, raw})
+    end
+    local hb
+    if timeout > 0 then hb = math.floor(math.min(timeout, interval)) + 60 else hb = interval + 60 end
+    local member = job_id .. ':' .. exec_id
+    local ek, exk = exec_prefix .. job_id .. ':' .. exec_id, execs_prefix .. job_id .. execs_suffix
+    redis.call('HSET', ek, 'id', exec_id, 'job_id', job_id, 'created_at', nowf, 'last_heartbeat', nowf,
+               'worker_name', name)
+    redis.call('EXPIRE', ek, hb)
+    redis.call('ZADD', exk, nowi + hb + 60, exec_id)
+    redis.call('EXPIRE', exk, hb + 60)
+    redis.call('ZADD', KEYS[3 * q + 2], nowi + hb, member)
+    redis.call('SADD', KEYS[2], member)
+    redis.call('EXPIRE', KEYS[2], hb + 60)
+    redis.call('HSET', KEYS[1], 'state', 'busy')
+    redis.call('HSET', jk, 'last_heartbeat', ts)
+    redis.call('HSET', jk, 'last_heartbeat', ts, 'status', 'started', 'started_at', ts, 'worker_name', name)
+    redis.call('PERSIST', jk)
+    if known and lrem == '1' then redis.call('LREM', ik, 1, job_id) end
+    started = started + 1
+    table.insert(out, {q, job_id, exec_id, nowf, ts, raw})
+end
+for i = 0, nknown - 1 do
+    start(tonumber(ARGV[13 + i * 2]), ARGV[14 + i * 2], ARGV[first_exec + i], true)
+end
+local taken = 0
+for q = 1, nqueues do
+    while taken < want do
+        local job_id = redis.call('LPOP', KEYS[3 * q])
+        if not job_id then break end
+        taken = taken + 1
+        start(q, job_id, ARGV[first_exec + nknown + taken - 1], false)
     end
 end
 if started > 0 then
@@ -254,6 +295,101 @@ async def push_back(conn: Redis, queue_name: str, job_id: str, single: bool) -> 
         await pipe.execute()
 
 
+def new_execution_ids(count: int) -> list[str]:
+    """Execution ids for a claim, chosen before it is sent so that it can be sent again."""
+    return [uuid.uuid4().hex for _ in range(count)]
+
+
+def _split(template: str) -> tuple[str, str]:
+    """A key built around a NUL placeholder, as (prefix, suffix) for the claim script."""
+    prefix, _, suffix = template.partition('\0')
+    return prefix, suffix
+
+
+async def claim_executions(
+    conn: Redis,
+    worker_name: str,
+    queue_names: list[str],
+    exec_ids: list[str],
+    *,
+    want: int = 0,
+    known: list[tuple[str, str]] | None = None,
+    interval: int,
+    single: bool,
+    serializer: Any = None,
+) -> tuple[list[Execution], list[tuple[str, str, str, Exception]], list[str]]:
+    """Pop up to ``want`` ids from ``queue_names`` in order, and/or take ``known`` (queue, id)
+    pairs a blocking pop already moved, and start them all in one script (:data:`CLAIM_SCRIPT`).
+    ``exec_ids`` holds one id per known job, then one per id to pop; repeating a call whose reply
+    was lost with the same ``exec_ids`` returns what the first one started. Returns the
+    executions, the ids that could not be decoded (their start was written; the caller fails
+    them) — a vanished hash is skipped — and the queue of every id claimed, in order."""
+    known = known or []
+    assert len(exec_ids) == len(known) + want
+    ts_dt = now()
+    nowf = ts_dt.timestamp()
+    ks = [keys.worker(worker_name), keys.worker_executions(worker_name)]
+    for q in queue_names:
+        ks += [keys.queue(q), keys.intermediate(q), keys.registry('started', q)]
+    exec_prefix = keys.execution('\0', '').partition('\0')[0]
+    argv: list[Any] = [
+        worker_name,
+        utcformat(ts_dt),
+        repr(nowf),
+        int(nowf),
+        interval,
+        '1' if single else '0',
+        want,
+        keys.job(''),
+        exec_prefix,
+        *_split(keys.executions('\0')),
+        len(known),
+    ]
+    for queue_name, job_id in known:
+        argv += [queue_names.index(queue_name) + 1, job_id]
+    argv += exec_ids
+    rows = await scripts.run(conn, CLAIM_SCRIPT, ks, argv)
+    started: list[Execution] = []
+    broken: list[tuple[str, str, str, Exception]] = []
+    served: list[str] = []
+    for qi, raw_id, raw_exec, created, since, flat in rows:
+        job_id, exec_id = as_text(raw_id), as_text(raw_exec)
+        if qi:
+            served.append(queue_names[int(qi) - 1])
+        if not flat:
+            logger.warning('Job %s vanished from Redis before it could start; skipped', job_id)
+            continue
+        if not qi:
+            logger.warning('Job %s: its execution %s ended before the worker learnt of it', job_id, exec_id)
+            continue
+        queue_name = queue_names[int(qi) - 1]
+        raw = dict(zip(flat[0::2], flat[1::2]))
+        try:
+            job = restore_job(job_id, raw, serializer)
+        except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
+            broken.append((queue_name, job_id, exec_id, e))
+            continue
+        stamp = as_text(since)
+        stored = dict(raw)
+        stored.update(
+            {
+                b'last_heartbeat': stamp.encode(),
+                b'status': b'started',
+                b'started_at': stamp.encode(),
+                b'worker_name': worker_name.encode(),
+            }
+        )
+        job._aiorq_stored = stored  # type: ignore[attr-defined]
+        started_at = str_to_date(stamp)
+        job.worker_name = worker_name
+        job.last_heartbeat = started_at
+        job.started_at = started_at
+        job._status = JobStatus.STARTED
+        hb = heartbeat_ttl(job.timeout or 180, interval)
+        started.append(Execution(job, queue_name, exec_id, float(created), hb, started_at=started_at))
+    return started, broken, served
+
+
 async def start_executions(
     conn: Redis,
     worker_name: str,
@@ -263,53 +399,18 @@ async def start_executions(
     single: bool,
     serializer: Any = None,
 ) -> tuple[list[Execution], list[tuple[str, str, str, Exception]]]:
-    """Start every popped id in one script. Returns the executions and the ids that could not
-    be decoded (their start was written; the caller fails them) — a vanished hash is skipped."""
-    ts_dt = now()
-    nowf = ts_dt.timestamp()
-    ks = [keys.worker(worker_name), keys.worker_executions(worker_name)]
-    argv: list[Any] = [worker_name, utcformat(ts_dt), repr(nowf), int(nowf), interval, '1' if single else '0']
-    exec_ids = []
-    for queue_name, job_id in popped:
-        exec_id = uuid.uuid4().hex
-        exec_ids.append(exec_id)
-        ks += [
-            keys.job(job_id),
-            keys.execution(job_id, exec_id),
-            keys.executions(job_id),
-            keys.registry('started', queue_name),
-            keys.intermediate(queue_name),
-        ]
-        argv += [job_id, exec_id]
-    rows = await scripts.run(conn, START_SCRIPT, ks, argv)
-    started: list[Execution] = []
-    broken: list[tuple[str, str, str, Exception]] = []
-    for (queue_name, job_id), exec_id, (_, flat) in zip(popped, exec_ids, rows):
-        if not flat:
-            logger.warning('Job %s vanished from Redis before it could start; skipped', job_id)
-            continue
-        raw = dict(zip(flat[0::2], flat[1::2]))
-        try:
-            job = restore_job(job_id, raw, serializer)
-        except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
-            broken.append((queue_name, job_id, exec_id, e))
-            continue
-        stored = dict(raw)
-        stored.update(
-            {
-                b'last_heartbeat': argv[1].encode(),
-                b'status': b'started',
-                b'started_at': argv[1].encode(),
-                b'worker_name': worker_name.encode(),
-            }
-        )
-        job._aiorq_stored = stored  # type: ignore[attr-defined]
-        job.worker_name = worker_name
-        job.last_heartbeat = ts_dt
-        job.started_at = ts_dt
-        job._status = JobStatus.STARTED
-        hb = heartbeat_ttl(job.timeout or 180, interval)
-        started.append(Execution(job=job, queue=queue_name, id=exec_id, created_at=nowf, hb_ttl=hb, started_at=ts_dt))
+    """Start ids already popped (see :func:`claim_executions`)."""
+    queue_names = list(dict.fromkeys(q for q, _ in popped))
+    started, broken, _ = await claim_executions(
+        conn,
+        worker_name,
+        queue_names,
+        new_execution_ids(len(popped)),
+        known=popped,
+        interval=interval,
+        single=single,
+        serializer=serializer,
+    )
     return started, broken
 
 
@@ -341,11 +442,14 @@ def heartbeat_sync(
     idle_ttl: int,
     state: str,
     base_fields: Callable[[], dict[str, Any]],
-) -> None:
+    queue_names: Sequence[str] = (),
+) -> bool:
     """One heartbeat MULTI on a blocking client (the worker's heartbeat thread): the worker's
     record, its state re-asserted (``state`` is the one to show when no execution runs), and
     §4.8 for each execution. An ``HSET`` that created a hash
-    means the hash had expired or been deleted: a job's is removed again, the worker's rebuilt."""
+    means the hash had expired or been deleted: a job's is removed again, the worker's rebuilt
+    and put back in the worker sets (Redis lost its data, or the record expired during an
+    outage and maintenance dropped it). Returns whether the worker was registered again."""
     ttl = interval + 60 if executions else idle_ttl
     with conn.pipeline(transaction=True) as pipe:
         buffer_worker_heartbeat(pipe, worker_name, ttl)
@@ -355,14 +459,19 @@ def heartbeat_sync(
     # Four worker-level commands come first, then six per execution, the job's HSET last.
     recreated_jobs = [ex for i, ex in enumerate(executions) if results[4 + i * 6 + 5] == 1]
     if results[0] != 1 and not recreated_jobs:
-        return
+        return False
     with conn.pipeline(transaction=True) as pipe:
         for ex in recreated_jobs:
             pipe.delete(keys.job(ex.job.id))
         if results[0] == 1:
-            pipe.hset(keys.worker(worker_name), mapping=cast(dict[Any, Any], base_fields()))
-            pipe.expire(keys.worker(worker_name), ttl)
+            key = keys.worker(worker_name)
+            pipe.hset(key, mapping=cast(dict[Any, Any], base_fields()))
+            pipe.expire(key, ttl)
+            pipe.sadd(keys.WORKERS, key)
+            for q in queue_names:
+                pipe.sadd(keys.workers_by_queue(q), key)
         pipe.execute()
+    return bool(results[0] == 1)
 
 
 async def blocking_client_id(conn: Redis) -> int:

@@ -263,7 +263,8 @@ async def test_maintenance_runs_while_idle(conn: Redis, sync_conn: redis.Redis) 
     job = await aiorq.Job.fetch(stranded.id, connection=conn)
     assert await job.latest_result(timeout=8) is not None
     assert await job.result == 3  # retried by maintenance, then run by the same idle worker
-    assert worker.maintenance.passes >= 2
+    # The pass that retried it may still be finishing its other steps when the job is done.
+    await wait_for(lambda: worker.maintenance.passes >= 2, 5)
     worker.request_stop()
     await asyncio.wait_for(task, 10)
 
