@@ -9,9 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_quick() -> None:
+def run_quick(script: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / 'bench.py'), '--quick'],
+        [sys.executable, str(ROOT / 'benchmarks' / script), '--quick'],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -19,6 +19,11 @@ def test_bench_quick() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_bench_quick() -> None:
+    done = run_quick('bench.py')
     rows = [line.split() for line in done.stdout.splitlines()]
     assert 'rq SimpleWorker' in done.stdout
     assert 'aiorq worker' in done.stdout
@@ -29,15 +34,7 @@ def test_bench_quick() -> None:
 
 
 def test_scheduler_lag_quick() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / 'scheduler_lag.py'), '--quick'],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_quick('scheduler_lag.py')
     rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:3]}
     assert set(rows) == {'rq', 'aiorq'}, done.stdout
     assert all(r[0] == '6' for r in rows.values()), done.stdout

@@ -23,23 +23,12 @@ from redis.asyncio import Redis
 from rq.job import Job as RQJob
 from rq.scheduler import RQScheduler
 from rq.worker import Worker as RQWorker
+from waiting import wait_for
 
 import aiorq
 from aiorq import JobStatus, Queue
 from aiorq_worker import Worker
 from aiorq_worker.scheduler import Scheduler
-
-
-async def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError('condition not met in time')
 
 
 async def status_is(job: aiorq.Job, status: JobStatus) -> bool:

@@ -15,22 +15,11 @@ import tasks
 from redis.asyncio import Redis
 from rq.job import Job as RQJob
 from rq.results import Result
+from waiting import wait_for
 
 import aiorq
 from aiorq import JobStatus, Queue
 from aiorq_worker import Worker
-
-
-async def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError('condition not met in time')
 
 
 async def test_runs_jobs_concurrently(conn: Redis, sync_conn: redis.Redis) -> None:
