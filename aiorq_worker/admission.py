@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import aiorq
 from aiorq.connections import blocking_client
-from aiorq.protocol import execution as px
+from aiorq.protocol import dequeue, finish, workers
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -57,7 +57,7 @@ class Admission:
         """Wake a pop blocked in Redis (``CLIENT UNBLOCK`` from another connection)."""
         if self._blocked and self._blocking_id is not None:
             try:
-                await px.unblock(self.worker.connection, self._blocking_id)
+                await workers.unblock(self.worker.connection, self._blocking_id)
             except Exception:
                 logger.debug('CLIENT UNBLOCK failed', exc_info=True)
 
@@ -72,7 +72,7 @@ class Admission:
             return False
         self._suspension_checked = time.monotonic()
         ttl = self.worker.job_monitoring_interval + 60 if self.worker.executions else self.worker.worker_ttl + 60
-        suspended = await px.heartbeat_and_check_suspended(self.worker.connection, self.worker.name, ttl)
+        suspended = await workers.heartbeat_and_check_suspended(self.worker.connection, self.worker.name, ttl)
         if suspended and not self.worker.suspended:
             logger.info('Worker %s: suspended, run `rq resume` to resume', self.worker.name)
             if burst:
@@ -138,7 +138,7 @@ class Admission:
                     self._suspension_checked = 0.0
                     if await self.check_suspension(burst) or self.worker.stop_requested:
                         # Popped while suspended or stopping: put it back rather than run it.
-                        await px.push_back(self.worker.connection, one[0], one[1], self.worker.single)
+                        await dequeue.push_back(self.worker.connection, one[0], one[1], self.worker.single)
                         continue
                     served, claimed = await self.claim(0, [one])
                 backoff = 1.0
@@ -175,13 +175,13 @@ class Admission:
     async def blocking_pop(self, timeout: float, burst: bool) -> tuple[str, str] | None:
         """Block in Redis for one id; suspension and shutdown wake it through ``CLIENT UNBLOCK``."""
         assert self._blocking is not None
-        self._blocking_id = await px.blocking_client_id(self._blocking)
+        self._blocking_id = await workers.blocking_client_id(self._blocking)
         watcher = asyncio.ensure_future(self._watch_suspension())
         self._blocked = True
         try:
             if self.worker.stop_requested:
                 return None
-            return await px.blocking_pop(self._blocking, self._ordered, timeout, self.worker.single)
+            return await dequeue.blocking_pop(self._blocking, self._ordered, timeout, self.worker.single)
         finally:
             self._blocked = False
             watcher.cancel()
@@ -201,12 +201,12 @@ class Admission:
         it is sent again with the same execution ids until Redis answers, so a job it did start
         is run here, not left started with nobody running it."""
         known = known or []
-        exec_ids = px.new_execution_ids(len(known) + want)
+        exec_ids = dequeue.new_execution_ids(len(known) + want)
         wait = 1.0
         uncertain = False
         while True:
             try:
-                executions, broken, served = await px.claim_executions(
+                executions, broken, served = await dequeue.claim_executions(
                     self.worker.connection,
                     self.worker.name,
                     self._ordered,
@@ -234,7 +234,7 @@ class Admission:
                 wait = min(wait * 2, 60)
         for queue_name, job_id, exec_id, error in broken:
             logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
-            await px.fail_unstarted(
+            await finish.fail_unstarted(
                 self.worker.connection,
                 self.worker.name,
                 queue_name,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from aiorq.protocol import execution as px
+from aiorq.protocol import workers
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -50,7 +50,7 @@ class Heartbeat(threading.Thread):
         worker = self.worker
         executions = list(worker.executions.values())
         for start in range(0, max(len(executions), 1), BATCH):
-            rejoined = px.heartbeat_sync(
+            rejoined = workers.heartbeat_sync(
                 self.connection,
                 worker.name,
                 executions[start : start + BATCH],

@@ -25,8 +25,7 @@ from rq.utils import now
 import aiorq
 from aiorq import connections as aiorq_connections
 from aiorq.current import set_current_job
-from aiorq.protocol import codec
-from aiorq.protocol import execution as px
+from aiorq.protocol import codec, dequeue, finish
 from aiorq.protocol.batch import SectionError
 
 from .processes import ChildJobError
@@ -110,7 +109,7 @@ class Runner:
 
     # -- one execution ---------------------------------------------------------------------
 
-    async def run(self, ex: px.Execution) -> None:
+    async def run(self, ex: dequeue.Execution) -> None:
         worker = self.worker
         job = ex.job
         worker.log_start(ex)
@@ -154,7 +153,9 @@ class Runner:
             job.ended_at = now()
             job.last_heartbeat = job.ended_at
             if exc_info is None and isinstance(return_value, Retry):
-                await self.durably(lambda: px.finish_returned_retry(worker.connection, worker.name, ex, return_value))
+                await self.durably(
+                    lambda: finish.finish_returned_retry(worker.connection, worker.name, ex, return_value)
+                )
                 worker.log_end(ex, 'Job returned Retry')
             elif exc_info is None:
                 exc_info = await self.success(ex, return_value)
@@ -163,7 +164,7 @@ class Runner:
         finally:
             worker.execution_done(ex)
 
-    async def success(self, ex: px.Execution, return_value: Any) -> ExcInfo | None:
+    async def success(self, ex: dequeue.Execution, return_value: Any) -> ExcInfo | None:
         """Success callback, then the success transaction; a raising callback makes it a failure."""
         worker, job = self.worker, ex.job
         job._status = JobStatus.FINISHED
@@ -172,7 +173,7 @@ class Runner:
         except Exception:
             return sys.exc_info()
         committed = await self.durably(
-            lambda: px.finish_success(
+            lambda: finish.finish_success(
                 worker.connection,
                 worker.name,
                 ex,
@@ -187,7 +188,7 @@ class Runner:
             worker.log_end(ex, 'Job OK')
         return None
 
-    async def failure(self, ex: px.Execution, exc_info: ExcInfo) -> None:
+    async def failure(self, ex: dequeue.Execution, exc_info: ExcInfo) -> None:
         worker, job = self.worker, ex.job
         job._status = JobStatus.FAILED
         try:
@@ -201,7 +202,7 @@ class Runner:
             exc_string = format_exc_info(exc_info)
         retrying = job.should_retry
         committed = await self.durably(
-            lambda: px.finish_failure(
+            lambda: finish.finish_failure(
                 worker.connection,
                 worker.name,
                 job,
@@ -214,7 +215,7 @@ class Runner:
             await self.webhooks(job, JobStatus.FAILED, exc_string=exc_string)
         worker.log_end(ex, 'Job failed, retrying' if retrying else 'Job failed', error=True)
 
-    async def finish_stopped(self, ex: px.Execution) -> None:
+    async def finish_stopped(self, ex: dequeue.Execution) -> None:
         """§4.14: stopped callback (errors swallowed), then status ``stopped``, no retry, no webhooks."""
         worker, job = self.worker, ex.job
         job.ended_at = None
@@ -223,17 +224,17 @@ class Runner:
         except Exception:
             logger.exception('Job %s: stopped callback raised', job.id)
         await self.durably(
-            lambda: px.finish_failure(worker.connection, worker.name, job, ex, STOPPED_EXC, stopped=True)
+            lambda: finish.finish_failure(worker.connection, worker.name, job, ex, STOPPED_EXC, stopped=True)
         )
         worker.log_end(ex, 'Job stopped', error=True)
 
-    async def finish_abandoned(self, ex: px.Execution) -> None:
+    async def finish_abandoned(self, ex: dequeue.Execution) -> None:
         """A cold shutdown ended the job: recorded as rq records an abnormal horse exit
         (failure callback not run, retries apply)."""
         worker, job = self.worker, ex.job
         job.ended_at = now()
         exc = f'Work-horse terminated unexpectedly; cold shutdown of worker {worker.name}; '
-        await self.durably(lambda: px.finish_failure(worker.connection, worker.name, job, ex, exc))
+        await self.durably(lambda: finish.finish_failure(worker.connection, worker.name, job, ex, exc))
         worker.log_end(ex, 'Job cancelled by cold shutdown', error=True)
 
     async def callback(self, job: rq.job.Job, cb: Any, timeout: int, *args: Any) -> None:
@@ -254,7 +255,7 @@ class Runner:
         """Keep an outcome until Redis takes it: retry with rq's capped exponential backoff.
 
         Retrying is safe: builders write the same values each time, and an attempt whose
-        reply was lost is recognised as committed (see ``protocol.execution._guard``). A
+        reply was lost is recognised as committed (see ``protocol.finish._guard``). A
         refusal that wrote nothing (out of memory) is retried too; a command that failed after
         others of the same outcome ran cannot be undone, and is reported, not repeated.
         """

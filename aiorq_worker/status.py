@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from aiorq.protocol import execution as px
+from aiorq.protocol import workers
 
 logger = logging.getLogger('aiorq.worker')
 
@@ -31,7 +31,7 @@ class StateKeeper:
         self._changed.set()
 
     async def write(self) -> str:
-        return await px.assert_state(self.connection, self.name, self.idle_state())
+        return await workers.assert_state(self.connection, self.name, self.idle_state())
 
     def stop(self) -> None:
         # A flag, not only Task.cancel(): redis-py may swallow a cancellation that arrives while

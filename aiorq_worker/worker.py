@@ -36,7 +36,7 @@ from rq.worker import WorkerStatus
 
 import aiorq
 from aiorq.connections import endpoint, sync_connection
-from aiorq.protocol import execution as px
+from aiorq.protocol import dequeue, finish, workers
 from aiorq.protocol.batch import Combiner
 
 from .admission import Admission
@@ -126,7 +126,7 @@ class Worker:
         self.on_startup = _hooks(on_startup)
         self.on_shutdown = _hooks(on_shutdown)
         self.state = WorkerState()
-        self.executions: dict[str, px.Execution] = {}
+        self.executions: dict[str, dequeue.Execution] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.busy_threads = 0
         self.successful_job_count = 0
@@ -204,20 +204,20 @@ class Worker:
 
         future.add_done_callback(done)
 
-    def execution_done(self, ex: px.Execution) -> None:
+    def execution_done(self, ex: dequeue.Execution) -> None:
         self.executions.pop(ex.id, None)
         self.tasks.pop(ex.id, None)
         self.slot_freed.set()
         if not self.executions:
             self.status.poke()
 
-    def log_start(self, ex: px.Execution) -> None:
+    def log_start(self, ex: dequeue.Execution) -> None:
         if self.log_job_description:
             logger.info('%s: %s (%s)', ex.queue, ex.job.description, ex.job.id)
         else:
             logger.info('%s: %s', ex.queue, ex.job.id)
 
-    def log_end(self, ex: px.Execution, outcome: str, error: bool = False) -> None:
+    def log_end(self, ex: dequeue.Execution, outcome: str, error: bool = False) -> None:
         if error:
             self.failed_job_count += 1
         else:
@@ -260,7 +260,7 @@ class Worker:
 
     async def _note_shutdown_requested(self) -> None:
         try:
-            await px.set_field(self.connection, self.name, 'shutdown_requested_date', utcformat(now()))
+            await workers.set_field(self.connection, self.name, 'shutdown_requested_date', utcformat(now()))
         except Exception:
             logger.debug('could not record shutdown_requested_date', exc_info=True)
 
@@ -371,16 +371,18 @@ class Worker:
             job = await aiorq.protocol.jobs.fetch(self.connection, job_id, self.serializer)
         except Exception:
             return
-        await px.finish_failure(self.connection, self.name, job, None, 'Job was stuck in intermediate queue.')
+        await finish.finish_failure(self.connection, self.name, job, None, 'Job was stuck in intermediate queue.')
 
     async def bootstrap(self) -> None:
         blocking = await self.admission.open()
-        self.ip_address = await px.client_address(blocking, self.name)
+        self.ip_address = await workers.client_address(blocking, self.name)
         self.birth = utcformat(now())
-        await px.register_birth(self.connection, self.name, self.queue_names, self.base_fields(), self.worker_ttl + 60)
+        await workers.register_birth(
+            self.connection, self.name, self.queue_names, self.base_fields(), self.worker_ttl + 60
+        )
         logger.info('Worker %s: started with PID %d, aiorq %s', self.name, self.pid, aiorq.VERSION)
         await self.commands.start()
-        await px.set_state(self.connection, self.name, WorkerStatus.STARTED.value)
+        await workers.set_state(self.connection, self.name, WorkerStatus.STARTED.value)
         logger.info('*** Listening on %s...', ', '.join(self.queue_names))
         self.heartbeat = Heartbeat(self, sync_connection(self.connection))
         self.heartbeat.start()
@@ -405,7 +407,7 @@ class Worker:
         if self.process_pool is not None:
             await self.process_pool.close()
         try:
-            await px.register_death(self.connection, self.name, self.queue_names)
+            await workers.register_death(self.connection, self.name, self.queue_names)
         except Exception:
             logger.exception('Worker %s: could not register death', self.name)
         await self.admission.close()

@@ -1,16 +1,21 @@
-"""What the client reads of workers, and what it sends them: worker records, pub/sub
-commands, suspension (rq-protocol §6.1, §6.4, §6.8, §6.9)."""
+"""Workers (rq-protocol §6): a worker's own record (birth, death, heartbeats for it and its
+executions, state), what the client reads of workers and sends them (pub/sub commands), and
+suspension."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
 from rq.exceptions import InvalidJobOperation
-from rq.utils import as_text, decode_redis_hash
+from rq.utils import as_text, current_timestamp, decode_redis_hash, now, utcformat
 
-from . import keys
+from . import keys, scripts
+
+if TYPE_CHECKING:
+    from .dequeue import Execution
 
 
 class Subscription:
@@ -96,3 +101,172 @@ async def resume(conn: Redis) -> int:
 
 async def is_suspended(conn: Redis) -> bool:
     return bool(await conn.exists(keys.SUSPENDED))
+
+
+# -- a worker's own record: birth, death, heartbeats, state ----------------------------------
+
+def heartbeat_ttl(timeout: Any, interval: int, working_time: float = 0.0) -> int:
+    """``Worker.get_heartbeat_ttl``."""
+    if timeout and timeout > 0:
+        return int(min(timeout - working_time, interval)) + 60
+    return interval + 60
+
+
+# -- registration ------------------------------------------------------------------------
+
+
+async def client_address(conn: Redis, name: str) -> str:
+    """``CLIENT SETNAME`` then this connection's ``addr`` from ``CLIENT INFO`` (or ``unknown``)."""
+    try:
+        await conn.client_setname(name)
+        info = await conn.execute_command('CLIENT', 'INFO')
+        for part in as_text(info).split():
+            if part.startswith('addr='):
+                return part[5:]
+    except Exception:
+        pass
+    return 'unknown'
+
+
+async def register_birth(conn: Redis, name: str, queue_names: list[str], fields: dict[str, Any], ttl: int) -> None:
+    """§6.2: refuse a live name; then one MULTI writes the record and both worker sets."""
+    key = keys.worker(name)
+    if await conn.exists(key) and not await conn.hexists(key, 'death'):
+        raise ValueError(f'There exists an active worker named {name!r} already')
+    async with conn.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        pipe.hset(key, mapping=cast(dict[Any, Any], fields))
+        pipe.sadd(keys.WORKERS, key)
+        for q in queue_names:
+            pipe.sadd(keys.workers_by_queue(q), key)
+        pipe.expire(key, ttl)
+        await pipe.execute()
+
+
+async def register_death(conn: Redis, name: str, queue_names: list[str]) -> None:
+    key = keys.worker(name)
+    async with conn.pipeline(transaction=True) as pipe:
+        pipe.srem(keys.WORKERS, key)
+        for q in queue_names:
+            pipe.srem(keys.workers_by_queue(q), key)
+        pipe.hset(key, 'death', utcformat(now()))
+        pipe.expire(key, 60)
+        pipe.delete(keys.worker_executions(name))
+        await pipe.execute()
+
+
+def buffer_worker_heartbeat(pipe: Any, name: str, ttl: int) -> None:
+    pipe.hset(keys.worker(name), 'last_heartbeat', utcformat(now()))
+    pipe.expire(keys.worker(name), ttl)
+    pipe.expire(keys.worker_executions(name), ttl)
+
+
+async def set_state(conn: Redis, name: str, state: str) -> None:
+    await conn.hset(keys.worker(name), 'state', state)
+
+
+# The worker's state follows its executions index: ``busy`` while it has a member, else the
+# given idle state (``idle`` or ``suspended``). Decided inside Redis, so a state write can never
+# land after, and contradict, a start or a finish that changed the index meanwhile.
+# KEYS: worker, worker executions. ARGV: the state when no execution runs.
+STATE_SCRIPT = """
+local state = ARGV[1]
+if redis.call('SCARD', KEYS[2]) > 0 then state = 'busy' end
+redis.call('HSET', KEYS[1], 'state', state)
+return state
+"""
+
+
+def buffer_state(pipe: Any, name: str, idle_state: str) -> None:
+    """:data:`STATE_SCRIPT` in a MULTI (``EVAL``: a MULTI cannot load a missing script)."""
+    pipe.eval(STATE_SCRIPT, 2, keys.worker(name), keys.worker_executions(name), idle_state)
+
+
+async def assert_state(conn: Redis, name: str, idle_state: str) -> str:
+    """Write ``busy``, or ``idle_state`` when the executions index is empty; returns which."""
+    state = await scripts.run(conn, STATE_SCRIPT, [keys.worker(name), keys.worker_executions(name)], [idle_state])
+    return as_text(state)
+
+
+async def set_field(conn: Redis, name: str, field_name: str, value: Any) -> None:
+    await conn.hset(keys.worker(name), field_name, value)
+
+
+async def heartbeat_and_check_suspended(conn: Redis, name: str, ttl: int) -> bool:
+    """The work loop's suspension check: heartbeat and ``EXISTS rq:suspended`` in one MULTI."""
+    async with conn.pipeline(transaction=True) as pipe:
+        buffer_worker_heartbeat(pipe, name, ttl)
+        pipe.exists(keys.SUSPENDED)
+        return bool((await pipe.execute())[-1])
+
+
+# -- dequeue and start ---------------------------------------------------------------------
+
+
+
+def heartbeat_commands(pipe: Any, worker_name: str, executions: list[Execution], interval: int) -> None:
+    """§4.8 for each execution: six commands, the job's ``HSET`` last (the caller adds the
+    worker's own heartbeat)."""
+    stamp = now()
+    nowi = current_timestamp()
+    for ex in executions:
+        working = (stamp - ex.started_at).total_seconds() if ex.started_at else 0.0
+        ttl = heartbeat_ttl(ex.job.timeout or 180, interval, working)
+        pipe.hset(keys.execution(ex.job.id, ex.id), 'last_heartbeat', stamp.timestamp())
+        pipe.expire(keys.execution(ex.job.id, ex.id), ttl)
+        pipe.zadd(keys.registry('started', ex.queue), {ex.member: nowi + ttl}, xx=True)
+        pipe.zadd(keys.executions(ex.job.id), {ex.id: nowi + ttl + 60}, xx=True)
+        pipe.expire(keys.executions(ex.job.id), ttl + 60)
+        pipe.hset(keys.job(ex.job.id), 'last_heartbeat', utcformat(stamp))
+
+
+def heartbeat_sync(
+    conn: Any,
+    worker_name: str,
+    executions: list[Execution],
+    *,
+    interval: int,
+    idle_ttl: int,
+    state: str,
+    base_fields: Callable[[], dict[str, Any]],
+    queue_names: Sequence[str] = (),
+) -> bool:
+    """One heartbeat MULTI on a blocking client (the worker's heartbeat thread): the worker's
+    record, its state re-asserted (``state`` is the one to show when no execution runs), and
+    §4.8 for each execution. An ``HSET`` that created a hash
+    means the hash had expired or been deleted: a job's is removed again, the worker's rebuilt
+    and put back in the worker sets (Redis lost its data, or the record expired during an
+    outage and maintenance dropped it). Returns whether the worker was registered again."""
+    ttl = interval + 60 if executions else idle_ttl
+    with conn.pipeline(transaction=True) as pipe:
+        buffer_worker_heartbeat(pipe, worker_name, ttl)
+        buffer_state(pipe, worker_name, state)
+        heartbeat_commands(pipe, worker_name, executions, interval)
+        results = pipe.execute()
+    # Four worker-level commands come first, then six per execution, the job's HSET last.
+    recreated_jobs = [ex for i, ex in enumerate(executions) if results[4 + i * 6 + 5] == 1]
+    if results[0] != 1 and not recreated_jobs:
+        return False
+    with conn.pipeline(transaction=True) as pipe:
+        for ex in recreated_jobs:
+            pipe.delete(keys.job(ex.job.id))
+        if results[0] == 1:
+            key = keys.worker(worker_name)
+            pipe.hset(key, mapping=cast(dict[Any, Any], base_fields()))
+            pipe.expire(key, ttl)
+            pipe.sadd(keys.WORKERS, key)
+            for q in queue_names:
+                pipe.sadd(keys.workers_by_queue(q), key)
+        pipe.execute()
+    return bool(results[0] == 1)
+
+
+async def blocking_client_id(conn: Redis) -> int:
+    """The id of the connection a blocking pop will run on, for :func:`unblock`."""
+    return int(await conn.client_id())
+
+
+async def unblock(conn: Redis, client_id: int) -> None:
+    """``CLIENT UNBLOCK``: wake a pop blocked on another connection (it returns as if timed out)."""
+    await conn.client_unblock(client_id)
+

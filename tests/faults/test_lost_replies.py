@@ -24,7 +24,7 @@ from rq.job import JobStatus
 
 from aiorq.protocol import scripts
 from aiorq.protocol.batch import GUARDED_BATCH_SCRIPT
-from aiorq.protocol.execution import CLAIM_SCRIPT
+from aiorq.protocol.dequeue import CLAIM_SCRIPT
 
 QUEUE = 'lossy'
 

@@ -18,43 +18,42 @@ from rq.utils import now
 from state import snapshot
 
 import aiorq
-from aiorq.protocol import execution as px
-from aiorq.protocol import keys
+from aiorq.protocol import dequeue, finish, keys
 from aiorq.protocol.batch import Batch, Combiner, SectionError, run_batches
 
 WORKER = 'w1'
-Finish = Callable[[Redis, px.Execution], Awaitable[bool]]
+Finish = Callable[[Redis, dequeue.Execution], Awaitable[bool]]
 
 
-async def started(conn: Redis, **options: Any) -> px.Execution:
+async def started(conn: Redis, **options: Any) -> dequeue.Execution:
     """Enqueue one job with ``options`` and start it as the worker does (one execution)."""
     q = aiorq.Queue('q', connection=conn)
     func = options.pop('func', tasks.add)
     args = options.pop('args', (1, 2))
     await q.enqueue(func, *args, **options)
-    popped = await px.pop(conn, ['q'], 1, True)
-    executions, broken = await px.start_executions(conn, WORKER, popped, interval=30, single=True)
+    popped = await dequeue.pop(conn, ['q'], 1, True)
+    executions, broken = await dequeue.start_executions(conn, WORKER, popped, interval=30, single=True)
     assert not broken and len(executions) == 1
     ex = executions[0]
     ex.job.ended_at = now()  # what the runner sets before recording the outcome
     return ex
 
 
-async def success(conn: Redis, ex: px.Execution) -> bool:
-    return await px.finish_success(conn, WORKER, ex, 3, 500)
+async def success(conn: Redis, ex: dequeue.Execution) -> bool:
+    return await finish.finish_success(conn, WORKER, ex, 3, 500)
 
 
-async def failure(conn: Redis, ex: px.Execution) -> bool:
-    return await px.finish_failure(conn, WORKER, ex.job, ex, 'Traceback: boom')
+async def failure(conn: Redis, ex: dequeue.Execution) -> bool:
+    return await finish.finish_failure(conn, WORKER, ex.job, ex, 'Traceback: boom')
 
 
-async def stop(conn: Redis, ex: px.Execution) -> bool:
+async def stop(conn: Redis, ex: dequeue.Execution) -> bool:
     ex.job.ended_at = None
-    return await px.finish_failure(conn, WORKER, ex.job, ex, 'stopped', stopped=True)
+    return await finish.finish_failure(conn, WORKER, ex.job, ex, 'stopped', stopped=True)
 
 
-async def returned_retry(conn: Redis, ex: px.Execution) -> bool:
-    committed, _ = await px.finish_returned_retry(conn, WORKER, ex, rq.Retry(max=2, interval=5))
+async def returned_retry(conn: Redis, ex: dequeue.Execution) -> bool:
+    committed, _ = await finish.finish_returned_retry(conn, WORKER, ex, rq.Retry(max=2, interval=5))
     return committed
 
 
@@ -84,9 +83,9 @@ def outcome_view(sync: redis.Redis) -> dict[Any, Any]:
 
 @pytest.mark.parametrize('name', list(OUTCOMES))
 async def test_owned_commits(name: str, conn: Redis, sync_conn: redis.Redis) -> None:
-    options, finish, status = OUTCOMES[name]
+    options, outcome, status = OUTCOMES[name]
     ex = await started(conn, **options)
-    assert await finish(conn, ex) is True
+    assert await outcome(conn, ex) is True
     stored = sync_conn.hget(keys.job(ex.job.id), 'status')
     if stored is not None:
         assert stored.decode() == status.value
@@ -100,13 +99,13 @@ async def test_owned_commits(name: str, conn: Redis, sync_conn: redis.Redis) -> 
 
 @pytest.mark.parametrize('name', list(OUTCOMES))
 async def test_superseded_writes_nothing(name: str, conn: Redis, sync_conn: redis.Redis) -> None:
-    options, finish, _ = OUTCOMES[name]
+    options, outcome, _ = OUTCOMES[name]
     ex = await started(conn, **options)
     # Someone else took the execution away (maintenance declared it abandoned, a cancel…).
     sync_conn.zrem('rq:wip:q', ex.member)
     before = outcome_view(sync_conn)
     retries_left = ex.job.retries_left
-    assert await finish(conn, ex) is False
+    assert await outcome(conn, ex) is False
     assert outcome_view(sync_conn) == before
     assert sync_conn.hget(keys.job(ex.job.id), 'status') == b'started'
     # The job object is untouched: a later attempt would build the very same write.
@@ -119,13 +118,13 @@ async def test_repeated_after_a_lost_reply(name: str, conn: Redis, sync_conn: re
     """The first attempt committed but its reply never came (an outage): the runner builds the
     outcome again from its unchanged job and retries. It must be told "committed", and nothing
     may be written twice (counters, Result entries, retries left)."""
-    options, finish, status = OUTCOMES[name]
+    options, outcome, status = OUTCOMES[name]
     ex = await started(conn, **options)
-    original = px.plan(ex.job)
-    assert await finish(conn, ex) is True
+    original = finish.plan(ex.job)
+    assert await outcome(conn, ex) is True
     after_first = snapshot(sync_conn)
-    px.adopt(ex.job, original)  # as if the reply was lost: the job object never learned of it
-    assert await finish(conn, ex) is True
+    finish.adopt(ex.job, original)  # as if the reply was lost: the job object never learned of it
+    assert await outcome(conn, ex) is True
     assert snapshot(sync_conn) == after_first
     assert ex.job.get_status(refresh=False) == status
 
@@ -133,7 +132,7 @@ async def test_repeated_after_a_lost_reply(name: str, conn: Redis, sync_conn: re
 async def test_retries_are_spent_once(conn: Redis, sync_conn: redis.Redis) -> None:
     ex = await started(conn, retry=rq.Retry(max=3))
     for _ in range(3):  # attempts that never reached Redis build the same write each time
-        px.plan(ex.job)
+        finish.plan(ex.job)
     assert await failure(conn, ex) is True
     assert int(sync_conn.hget(keys.job(ex.job.id), 'retries_left') or 0) == 2
     assert ex.job.retries_left == 2
@@ -173,7 +172,7 @@ async def test_combiner_reports_each_section(conn: Redis, sync_conn: redis.Redis
     exs = [await started(conn) for _ in range(3)]
     sync_conn.set(keys.results(exs[1].job.id), 'not a stream')
     combiner = Combiner(conn)
-    calls = [px.finish_success(conn, WORKER, ex, 3, 500, run=combiner.submit) for ex in exs]
+    calls = [finish.finish_success(conn, WORKER, ex, 3, 500, run=combiner.submit) for ex in exs]
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert outcomes[0] is True and outcomes[2] is True
     assert isinstance(outcomes[1], SectionError) and outcomes[1].partial

@@ -1,0 +1,316 @@
+"""Dequeue and start (rq-protocol §4.6, §4.7): popping ids in queue order, blocking pops, and
+starting popped jobs as executions of this worker in one atomic step. One worker identity per
+process; each in-flight job is one execution of it, as rq 3.0 models it (§16.3)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+from rq.utils import as_text, now, str_to_date, utcformat
+
+from . import keys, scripts
+from .codec import restore_job
+from .workers import heartbeat_ttl
+
+logger = logging.getLogger('aiorq.protocol')
+
+# Claim jobs for a worker in one atomic step: take up to `want` ids from the queues in order
+# (LPOP) and/or the ids a blocking pop already took, and start each: the execution records
+# (§4.7 "parent"), the job's `started` transition (§4.7 "horse"), the worker's state and
+# heartbeat. A call whose reply was lost is sent again with the same execution ids: when those
+# are already in the worker's executions index, the call only reports them (nothing is popped
+# or started twice, and no popped id is left behind).
+# KEYS: worker, worker executions, then per queue: queue, intermediate, wip.
+# ARGV: worker name, utc timestamp, float now, int now, monitoring interval, lrem flag (the
+# known ids sit in the single queue's intermediate list), want, job key prefix, execution key
+# prefix, job executions key prefix and suffix, number of known ids, then per known id: queue
+# index, job id; then the execution ids (known ones first, then one per id to pop).
+# Returns per job {queue index (0: no longer started), job id, execution id, created_at,
+# started_at, the job hash before the start (empty if the hash vanished: nothing to run; for a
+# repeated call, the hash as the first one left it)}.
+CLAIM_SCRIPT = """
+local name, ts, nowf, nowi = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local interval, lrem, want = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local job_prefix, exec_prefix, execs_prefix, execs_suffix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local nknown = tonumber(ARGV[12])
+local nqueues = (#KEYS - 2) / 3
+local first_exec = 13 + nknown * 2
+local mine = {}
+for i = first_exec, #ARGV do mine[ARGV[i]] = true end
+local out = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    local job_id, exec_id = string.match(member, '^(.+):([^:]+)$')
+    if exec_id and mine[exec_id] then
+        local qi = 0
+        for q = 1, nqueues do
+            if redis.call('ZSCORE', KEYS[3 * q + 2], member) then qi = q end
+        end
+        local created = redis.call('HGET', exec_prefix .. job_id .. ':' .. exec_id, 'created_at')
+        local jk = job_prefix .. job_id
+        local since = redis.call('HGET', jk, 'started_at')
+        table.insert(out, {qi, job_id, exec_id, created or nowf, since or ts, redis.call('HGETALL', jk)})
+    end
+end
+if #out > 0 then return out end
+local started = 0
+local function start(q, job_id, exec_id, known)
+    local jk = job_prefix .. job_id
+    local ik = KEYS[3 * q + 1]
+    local raw = redis.call('HGETALL', jk)
+    if #raw == 0 then
+        -- The hash vanished (expired or deleted) while queued: nothing to run, nothing to keep.
+        if known and lrem == '1' then redis.call('LREM', ik, 1, job_id) end
+        table.insert(out, {q, job_id, exec_id, nowf, ts, {}})
+        return
+    end
+    local timeout = 180
+    for f = 1, #raw, 2 do
+        if raw[f] == 'timeout' then
+            local t = tonumber(raw[f + 1])
+            if t and t ~= 0 then timeout = t end
+        end
+    end
+    local hb
+    if timeout > 0 then hb = math.floor(math.min(timeout, interval)) + 60 else hb = interval + 60 end
+    local member = job_id .. ':' .. exec_id
+    local ek, exk = exec_prefix .. job_id .. ':' .. exec_id, execs_prefix .. job_id .. execs_suffix
+    redis.call('HSET', ek, 'id', exec_id, 'job_id', job_id, 'created_at', nowf, 'last_heartbeat', nowf,
+               'worker_name', name)
+    redis.call('EXPIRE', ek, hb)
+    redis.call('ZADD', exk, nowi + hb + 60, exec_id)
+    redis.call('EXPIRE', exk, hb + 60)
+    redis.call('ZADD', KEYS[3 * q + 2], nowi + hb, member)
+    redis.call('SADD', KEYS[2], member)
+    redis.call('EXPIRE', KEYS[2], hb + 60)
+    redis.call('HSET', KEYS[1], 'state', 'busy')
+    redis.call('HSET', jk, 'last_heartbeat', ts)
+    redis.call('HSET', jk, 'last_heartbeat', ts, 'status', 'started', 'started_at', ts, 'worker_name', name)
+    redis.call('PERSIST', jk)
+    if known and lrem == '1' then redis.call('LREM', ik, 1, job_id) end
+    started = started + 1
+    table.insert(out, {q, job_id, exec_id, nowf, ts, raw})
+end
+for i = 0, nknown - 1 do
+    start(tonumber(ARGV[13 + i * 2]), ARGV[14 + i * 2], ARGV[first_exec + i], true)
+end
+local taken = 0
+for q = 1, nqueues do
+    while taken < want do
+        local job_id = redis.call('LPOP', KEYS[3 * q])
+        if not job_id then break end
+        taken = taken + 1
+        start(q, job_id, ARGV[first_exec + nknown + taken - 1], false)
+    end
+end
+if started > 0 then
+    redis.call('HSET', KEYS[1], 'last_heartbeat', ts)
+    redis.call('EXPIRE', KEYS[1], interval + 60)
+    redis.call('EXPIRE', KEYS[2], interval + 60)
+end
+return out
+"""
+
+# Pop up to ARGV[1] ids from the queues in order (LPOP), or with ARGV[2] == '1' move them
+# into the single queue's intermediate list (LMOVE LEFT RIGHT), as rq's dequeue does.
+# KEYS: queue keys (single queue: queue, intermediate). Returns {queue index, id} pairs.
+POP_SCRIPT = """
+local want, single = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+if single == '1' then
+    while #out < want do
+        local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+        if not id then break end
+        table.insert(out, {1, id})
+    end
+    return out
+end
+for q = 1, #KEYS do
+    while #out < want do
+        local id = redis.call('LPOP', KEYS[q])
+        if not id then break end
+        table.insert(out, {q, id})
+    end
+end
+return out
+"""
+
+
+@dataclass
+class Execution:
+    """One in-flight attempt, as the worker remembers it."""
+
+    job: RQJob
+    queue: str
+    id: str
+    created_at: float
+    hb_ttl: int
+    started_at: datetime | None = None
+    stopped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def member(self) -> str:
+        return f'{self.job.id}:{self.id}'
+
+
+
+async def pop(conn: Redis, queue_names: list[str], want: int, single: bool) -> list[tuple[str, str]]:
+    """Non-blocking pop of up to ``want`` ids, honouring queue order."""
+    if single:
+        ks = [keys.queue(queue_names[0]), keys.intermediate(queue_names[0])]
+    else:
+        ks = [keys.queue(q) for q in queue_names]
+    found = await scripts.run(conn, POP_SCRIPT, ks, [want, '1' if single else '0'])
+    return [(queue_names[int(qi) - 1], as_text(job_id)) for qi, job_id in found]
+
+
+async def blocking_pop(conn: Redis, queue_names: list[str], timeout: float, single: bool) -> tuple[str, str] | None:
+    """``BLMOVE`` into the intermediate list (one queue) or ``BLPOP`` (several), as rq does."""
+    if single:
+        q = queue_names[0]
+        job_id = await conn.blmove(keys.queue(q), keys.intermediate(q), int(timeout), 'LEFT', 'RIGHT')
+        return None if job_id is None else (q, as_text(job_id))
+    result = cast(Any, await conn.blpop([keys.queue(q) for q in queue_names], timeout))
+    if result is None:
+        return None
+    return keys.queue_name(as_text(result[0])), as_text(result[1])
+
+
+async def push_back(conn: Redis, queue_name: str, job_id: str, single: bool) -> None:
+    """Return an id popped while stopping or suspended to the head of its queue."""
+    async with conn.pipeline(transaction=True) as pipe:
+        if single:
+            pipe.lrem(keys.intermediate(queue_name), 1, job_id)
+        pipe.lpush(keys.queue(queue_name), job_id)
+        await pipe.execute()
+
+
+def new_execution_ids(count: int) -> list[str]:
+    """Execution ids for a claim, chosen before it is sent so that it can be sent again."""
+    return [uuid.uuid4().hex for _ in range(count)]
+
+
+def _split(template: str) -> tuple[str, str]:
+    """A key built around a NUL placeholder, as (prefix, suffix) for the claim script."""
+    prefix, _, suffix = template.partition('\0')
+    return prefix, suffix
+
+
+async def claim_executions(
+    conn: Redis,
+    worker_name: str,
+    queue_names: list[str],
+    exec_ids: list[str],
+    *,
+    want: int = 0,
+    known: list[tuple[str, str]] | None = None,
+    interval: int,
+    single: bool,
+    serializer: Any = None,
+) -> tuple[list[Execution], list[tuple[str, str, str, Exception]], list[str]]:
+    """Pop up to ``want`` ids from ``queue_names`` in order, and/or take ``known`` (queue, id)
+    pairs a blocking pop already moved, and start them all in one script (:data:`CLAIM_SCRIPT`).
+    ``exec_ids`` holds one id per known job, then one per id to pop; repeating a call whose reply
+    was lost with the same ``exec_ids`` returns what the first one started. Returns the
+    executions, the ids that could not be decoded (their start was written; the caller fails
+    them) — a vanished hash is skipped — and the queue of every id claimed, in order."""
+    known = known or []
+    assert len(exec_ids) == len(known) + want
+    ts_dt = now()
+    nowf = ts_dt.timestamp()
+    ks = [keys.worker(worker_name), keys.worker_executions(worker_name)]
+    for q in queue_names:
+        ks += [keys.queue(q), keys.intermediate(q), keys.registry('started', q)]
+    exec_prefix = keys.execution('\0', '').partition('\0')[0]
+    argv: list[Any] = [
+        worker_name,
+        utcformat(ts_dt),
+        repr(nowf),
+        int(nowf),
+        interval,
+        '1' if single else '0',
+        want,
+        keys.job(''),
+        exec_prefix,
+        *_split(keys.executions('\0')),
+        len(known),
+    ]
+    for queue_name, job_id in known:
+        argv += [queue_names.index(queue_name) + 1, job_id]
+    argv += exec_ids
+    rows = await scripts.run(conn, CLAIM_SCRIPT, ks, argv)
+    started: list[Execution] = []
+    broken: list[tuple[str, str, str, Exception]] = []
+    served: list[str] = []
+    for qi, raw_id, raw_exec, created, since, flat in rows:
+        job_id, exec_id = as_text(raw_id), as_text(raw_exec)
+        if qi:
+            served.append(queue_names[int(qi) - 1])
+        if not flat:
+            logger.warning('Job %s vanished from Redis before it could start; skipped', job_id)
+            continue
+        if not qi:
+            logger.warning('Job %s: its execution %s ended before the worker learnt of it', job_id, exec_id)
+            continue
+        queue_name = queue_names[int(qi) - 1]
+        raw = dict(zip(flat[0::2], flat[1::2]))
+        try:
+            job = restore_job(job_id, raw, serializer)
+        except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
+            broken.append((queue_name, job_id, exec_id, e))
+            continue
+        stamp = as_text(since)
+        stored = dict(raw)
+        stored.update(
+            {
+                b'last_heartbeat': stamp.encode(),
+                b'status': b'started',
+                b'started_at': stamp.encode(),
+                b'worker_name': worker_name.encode(),
+            }
+        )
+        job._aiorq_stored = stored  # type: ignore[attr-defined]
+        started_at = str_to_date(stamp)
+        job.worker_name = worker_name
+        job.last_heartbeat = started_at
+        job.started_at = started_at
+        job._status = JobStatus.STARTED
+        hb = heartbeat_ttl(job.timeout or 180, interval)
+        started.append(Execution(job, queue_name, exec_id, float(created), hb, started_at=started_at))
+    return started, broken, served
+
+
+async def start_executions(
+    conn: Redis,
+    worker_name: str,
+    popped: list[tuple[str, str]],
+    *,
+    interval: int,
+    single: bool,
+    serializer: Any = None,
+) -> tuple[list[Execution], list[tuple[str, str, str, Exception]]]:
+    """Start ids already popped (see :func:`claim_executions`)."""
+    queue_names = list(dict.fromkeys(q for q, _ in popped))
+    started, broken, _ = await claim_executions(
+        conn,
+        worker_name,
+        queue_names,
+        new_execution_ids(len(popped)),
+        known=popped,
+        interval=interval,
+        single=single,
+        serializer=serializer,
+    )
+    return started, broken
+
+
+# -- heartbeats ----------------------------------------------------------------------------
+
+

@@ -1,0 +1,297 @@
+"""Finishing an execution (rq-protocol §4.9–4.14): success, failure, retries now or later, stop,
+repeat, a returned ``Retry``. Each outcome is one guarded write, built on a copy of the job."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+from rq.job import Job as RQJob
+from rq.job import JobStatus, Retry
+from rq.results import Result
+from rq.utils import current_timestamp, utcformat
+
+from . import dependents, keys, ratelimit
+from .batch import ALREADY_APPLIED, APPLIED, Batch, BatchRunner
+from .codec import exc_string_payload, save
+from .dequeue import Execution
+from .enqueue import buffer_enqueue, buffer_schedule_in
+from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_result, buffer_retry, buffer_retry_after
+
+logger = logging.getLogger('aiorq.protocol')
+
+
+def buffer_execution_cleanup(sink: Any, worker_name: str, ex: Execution) -> None:
+    sink.delete(keys.execution(ex.job.id, ex.id))
+    sink.zrem(keys.registry('started', ex.queue), ex.member)
+    sink.zrem(keys.executions(ex.job.id), ex.id)
+    sink.srem(keys.worker_executions(worker_name), ex.member)
+
+
+def _counters(sink: Any, worker_name: str, job: RQJob, success: bool) -> None:
+    field_name = 'successful_job_count' if success else 'failed_job_count'
+    sink.hincrby(keys.worker(worker_name), field_name, 1)
+    if job.started_at and job.ended_at:
+        sink.hincrbyfloat(
+            keys.worker(worker_name), 'total_working_time', (job.ended_at - job.started_at).total_seconds()
+        )
+
+
+def buffer_repeat(sink: Any, job: RQJob) -> None:
+    """``Repeat.schedule`` (3.0: consume the interval list from the front)."""
+    interval = 0
+    if job.repeat_intervals:
+        interval = job.repeat_intervals[0]
+        if len(job.repeat_intervals) > 1:
+            job.repeat_intervals = job.repeat_intervals[1:]
+    assert job.repeats_left
+    job.repeats_left -= 1
+    save(sink, job)
+    if interval == 0:
+        buffer_enqueue(sink, job, job.origin, int(job.timeout or 180), False)
+    else:
+        buffer_schedule_in(sink, job, interval)
+
+
+def plan(job: RQJob) -> RQJob:
+    """A copy of the job to build an outcome on. Builders change the copy (status, retries left,
+    repeats…); the caller's job takes its values only once the outcome committed, so building
+    the same outcome again after an outage writes the same values."""
+    return copy.copy(job)
+
+
+def adopt(job: RQJob, planned: RQJob) -> None:
+    """The committed outcome becomes what the caller's job object says."""
+    job.__dict__.update(planned.__dict__)
+
+
+def _guard(batch: Batch, worker_name: str, ex: Execution, planned: RQJob, deleted: bool) -> None:
+    """Run only while this execution owns the job (its started-registry member); if it does not,
+    the probes tell an earlier, committed attempt of this same outcome (its reply lost in an
+    outage) from an outcome written by someone else: the execution's index member is gone, and
+    the job hash holds this outcome's ``ended_at`` (or is gone, for a deleting outcome)."""
+    batch.guard_member(keys.registry('started', ex.queue), ex.member)
+    batch.probe_not_member(keys.worker_executions(worker_name), ex.member)
+    if deleted:
+        batch.probe_missing(keys.job(planned.id))
+    elif planned.ended_at is not None:
+        batch.probe_field(keys.job(planned.id), 'ended_at', utcformat(planned.ended_at))
+
+
+async def _commit(conn: Redis, batch: Batch, worker_name: str, ex: Execution) -> bool:
+    """Run an outcome batch behind :func:`_guard`. When another process owns the job now
+    (stopped, declared abandoned, canceled) only the execution records are removed."""
+    if await batch.run(conn) in (APPLIED, ALREADY_APPLIED):
+        return True
+    return await _superseded(conn, worker_name, ex)
+
+
+async def _superseded(conn: Redis, worker_name: str, ex: Execution) -> bool:
+    logger.warning('Job %s: its execution %s ended elsewhere; outcome not recorded', ex.job.id, ex.id)
+    cleanup = Batch()
+    buffer_execution_cleanup(cleanup, worker_name, ex)
+    await cleanup.run(conn)
+    return False
+
+
+async def finish_success(
+    conn: Redis,
+    worker_name: str,
+    ex: Execution,
+    return_value: Any,
+    default_result_ttl: int,
+    serializer: Any = None,
+    run: BatchRunner | None = None,
+) -> bool:
+    """§4.9 (with §4.11 phase A inside, §4.13 repeats). ``False`` when the outcome was superseded."""
+    result_ttl = ex.job.get_result_ttl(default_result_ttl)
+    dependents_key = keys.dependents(ex.job.id)
+    repeating = ex.job.repeats_left is not None and ex.job.repeats_left > 0
+
+    async def fill(sink: Any, job: RQJob) -> None:
+        """Everything the success transaction writes, after any dependents phase A."""
+        _counters(sink, worker_name, job, True)
+        if result_ttl != 0:
+            job._status = JobStatus.FINISHED
+            sink.hset(keys.job(job.id), 'status', JobStatus.FINISHED.value)
+            save(sink, job, include_meta=False, include_result=False)
+            _execution_result(sink, job, ex, worker_name, Result.Type.SUCCESSFUL, result_ttl, return_value=return_value)
+            score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
+            sink.zadd(keys.registry('finished', job.origin), {job.id: score})
+        if repeating:
+            buffer_repeat(sink, job)
+        else:
+            await buffer_job_cleanup(conn, sink, job, result_ttl)
+            job._status = JobStatus.FINISHED
+        buffer_execution_cleanup(sink, worker_name, ex)
+
+    def planned() -> RQJob:
+        job = plan(ex.job)
+        job._result = return_value
+        return job
+
+    # Fast path, one script call: valid only while the job has no dependents (guard 2); rq's
+    # WATCH-based path below handles the others.
+    job = planned()
+    batch = Batch()
+    _guard(batch, worker_name, ex, job, deleted=result_ttl == 0 and not repeating)
+    batch.guard_scard(dependents_key, 0)
+    await fill(batch, job)
+    outcome = await (run(batch) if run is not None else batch.run(conn))
+    if outcome in (APPLIED, ALREADY_APPLIED):
+        adopt(ex.job, job)
+        await ratelimit.release_slot(conn, ex.job)
+        return True
+    if outcome == 1:
+        return await _superseded(conn, worker_name, ex)
+    # A dependent exists (or appeared): rq's WATCH on the dependents set, with phase A inside.
+    moved: dict[str, list[str]] = {}
+    async with conn.pipeline(transaction=True) as pipe:
+        while True:
+            job = planned()
+            try:
+                await pipe.watch(dependents_key, keys.execution(job.id, ex.id))
+                if await pipe.zscore(keys.registry('started', ex.queue), ex.member) is None:
+                    await pipe.reset()
+                    return await _superseded(conn, worker_name, ex)
+                moved = await dependents.move_dependents_to_ready(conn, job, pipe=pipe, serializer=serializer)
+                if not pipe.explicit_transaction:
+                    pipe.multi()
+                await fill(pipe, job)
+                await pipe.execute()
+                break
+            except WatchError:
+                continue
+    adopt(ex.job, job)
+    await dependents.enqueue_ready_by_queue(conn, moved, serializer=serializer)
+    await ratelimit.release_slot(conn, ex.job)
+    return True
+
+
+def _execution_result(
+    sink: Any, job: RQJob, ex: Execution | None, worker_name: str, type_: Result.Type, ttl: int | None, **values: Any
+) -> None:
+    """The Result entry of an execution's outcome, with the execution's id and times."""
+    buffer_result(
+        sink,
+        job,
+        type_,
+        ttl,
+        worker_name=worker_name,
+        execution_id=ex.id if ex else None,
+        execution_started_at=_dt(ex.created_at) if ex else None,
+        execution_ended_at=job.ended_at,
+        **values,
+    )
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+async def finish_failure(
+    conn: Redis,
+    worker_name: str,
+    original: RQJob,
+    ex: Execution | None,
+    exc_string: str,
+    *,
+    stopped: bool = False,
+    record: bool = True,
+) -> bool:
+    """§4.10 / §4.12 exception retries / §4.14 stopped; ``ex=None`` for a job that never
+    started (stuck in the intermediate list). ``record=False`` is
+    ``--disable-default-exception-handler`` (no registry, hash save or Result)."""
+    job = plan(original)
+    retry = job.should_retry and not stopped
+    deleted = bool(record and not retry and job.failure_ttl == 0)
+    batch = Batch()
+    if ex is not None:
+        _guard(batch, worker_name, ex, job, deleted)
+        buffer_execution_cleanup(batch, worker_name, ex)
+    if stopped:
+        job._status = JobStatus.STOPPED
+        batch.hset(keys.job(job.id), 'status', JobStatus.STOPPED.value)
+    elif not retry:
+        job._status = JobStatus.FAILED
+        batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
+    if record and not retry:
+        await buffer_failed_registry_add(conn, batch, job, exc_string)
+        _execution_result(batch, job, ex, worker_name, Result.Type.FAILED, job.failure_ttl, exc_string=exc_string)
+    _counters(batch, worker_name, job, False)
+    if retry:
+        await buffer_retry(conn, batch, job)
+    if ex is not None:
+        if not await _commit(conn, batch, worker_name, ex):
+            return False
+    else:
+        await batch.run(conn)
+    adopt(original, job)
+    if not retry:
+        try:
+            await dependents.enqueue_dependents(conn, job, serializer=job.serializer)
+        except Exception:
+            logger.exception('Job %s: releasing dependents failed; left for maintenance', job.id)
+    await ratelimit.release_slot(conn, job)
+    return True
+
+
+async def finish_returned_retry(conn: Redis, worker_name: str, ex: Execution, retry: Retry) -> tuple[bool, bool]:
+    """§4.12 return-based retry. Returns (committed, exhausted)."""
+    job = plan(ex.job)
+    job._result = retry  # rq's plain saves after a run carry the legacy ``result`` field
+    batch = Batch()
+    exhausted = bool(job.number_of_retries and job.number_of_retries >= retry.max)
+    _guard(batch, worker_name, ex, job, deleted=exhausted and job.failure_ttl == 0)
+    if exhausted:
+        job._status = JobStatus.FAILED
+        batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
+        buffer_execution_cleanup(batch, worker_name, ex)
+        await buffer_failed_registry_add(conn, batch, job, '')
+        _execution_result(
+            batch, job, ex, worker_name, Result.Type.MAX_RETRIES_EXCEEDED, job.failure_ttl, return_value=retry
+        )
+        _counters(batch, worker_name, job, False)
+    else:
+        _counters(batch, worker_name, job, False)
+        _execution_result(batch, job, ex, worker_name, Result.Type.RETRIED, job.failure_ttl, return_value=retry)
+        interval = Retry.get_interval(job.number_of_retries or 0, retry.intervals)
+        job.number_of_retries = 1 if not job.number_of_retries else job.number_of_retries + 1
+        job.enqueue_at_front_on_retry = job.enqueue_at_front_on_retry or retry.enqueue_at_front
+        await buffer_retry_after(conn, batch, job, interval)
+        buffer_execution_cleanup(batch, worker_name, ex)
+    if not await _commit(conn, batch, worker_name, ex):
+        return False, exhausted
+    adopt(ex.job, job)
+    if exhausted:
+        await dependents.enqueue_dependents(conn, job, serializer=job.serializer)
+    await ratelimit.release_slot(conn, job)
+    return True, exhausted
+
+
+async def fail_unstarted(
+    conn: Redis, worker_name: str, queue_name: str, job_id: str, exec_id: str, exc_string: str
+) -> None:
+    """A started job whose hash cannot be decoded: its execution records go, and it is failed
+    (failed registry, Result, counters) without rq's codec, so the id is not lost."""
+    batch = Batch()
+    member = f'{job_id}:{exec_id}'
+    batch.delete(keys.execution(job_id, exec_id))
+    batch.zrem(keys.registry('started', queue_name), member)
+    batch.zrem(keys.executions(job_id), exec_id)
+    batch.srem(keys.worker_executions(worker_name), member)
+    batch.hset(keys.job(job_id), 'status', JobStatus.FAILED.value)
+    batch.zadd(keys.registry('failed', queue_name), {job_id: current_timestamp() + 31536000})
+    batch.expire(keys.job(job_id), 31536000)
+    batch.xadd(
+        keys.results(job_id),
+        {'type': Result.Type.FAILED.value, 'worker_name': worker_name, 'exc_string': exc_string_payload(exc_string)},
+        maxlen=10,
+    )
+    batch.hincrby(keys.worker(worker_name), 'failed_job_count', 1)
+    await batch.run(conn)
+
