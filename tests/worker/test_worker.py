@@ -287,3 +287,33 @@ async def test_stock_stop_execution_command(conn: Redis, sync_conn: redis.Redis)
     rq.command.send_stop_execution_command(sync_conn, job.id, member.split(':')[1])
     await asyncio.wait_for(task, 10)
     assert await job.get_status() == JobStatus.STOPPED
+
+
+async def test_more_bad_input_is_recorded_and_the_worker_keeps_serving(conn: Redis, sync_conn: redis.Redis) -> None:
+    """A function name that is not callable, wrong types in hash fields, a hash without its
+    ``data``, a gigantic argument: each ends recorded where rq records a failure (or, for the
+    big argument, simply runs), and the jobs after them run."""
+    q = Queue('q', connection=conn)
+    not_callable = await q.enqueue('os.sep')
+    bad_timeout = await q.enqueue(tasks.add, 1, 1)
+    sync_conn.hset(RQJob.key_for(bad_timeout.id), 'timeout', 'soon')
+    no_data = await q.enqueue(tasks.add, 1, 1)
+    sync_conn.hdel(RQJob.key_for(no_data.id), 'data')
+    big = await q.enqueue(tasks.echo, b'x' * (16 * 1024 * 1024))
+    fine = await q.enqueue(tasks.add, 2, 2)
+    await Worker('q', connection=conn, name='sturdy').work(burst=True)
+    assert await fine.result == 4
+    assert await big.get_status() == JobStatus.FINISHED
+    for job in (not_callable, bad_timeout, no_data):
+        assert sync_conn.hget(RQJob.key_for(job.id), 'status') == b'failed', job.id
+        assert sync_conn.zscore('rq:failed:q', job.id) is not None, job.id
+        assert sync_conn.xlen(f'rq:results:{job.id}') == 1, job.id
+    last_lines = {}
+    for job in (not_callable, bad_timeout, no_data):
+        result = await job.latest_result()
+        assert result is not None and result.exc_string
+        last_lines[job.id] = result.exc_string.strip().splitlines()[-1]
+    assert last_lines[not_callable.id] == "TypeError: 'str' object is not callable"
+    assert last_lines[bad_timeout.id].startswith(f'Job {bad_timeout.id} could not be read')
+    assert sync_conn.zcard('rq:wip:q') == 0
+    assert sync_conn.llen('rq:queue:q') == 0
