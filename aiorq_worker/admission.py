@@ -112,7 +112,7 @@ class Admission:
                 want = self.worker.concurrency - self.worker.in_flight()
                 if max_jobs is not None:
                     want = min(want, max_jobs - admitted)
-                served, claimed = await self.claim(want)
+                served, claimed, waiting = await self.claim(want)
                 if not served:
                     if self.worker.executions:
                         # Jobs are running: wait for one to end rather than block in Redis,
@@ -121,10 +121,12 @@ class Admission:
                             self.worker.slot_freed.clear()
                             await self.worker.slot_freed.wait()
                             continue
-                    elif burst:
+                    elif burst and not waiting:
                         break
                     await self.worker.status.write()
-                    timeout = max(1, self.worker.worker_ttl - 15)
+                    # A job enqueued after the claim's clock reading is waiting: the pop takes
+                    # it at once (a job is never started before it was enqueued; see the claim).
+                    timeout = 1 if waiting else max(1, self.worker.worker_ttl - 15)
                     if max_idle_time is not None and not self.worker.executions:
                         left = max_idle_time - (time.monotonic() - idle_since)
                         if left <= 0:
@@ -140,7 +142,7 @@ class Admission:
                         # Popped while suspended or stopping: put it back rather than run it.
                         await dequeue.push_back(self.worker.connection, one[0], one[1], self.worker.single)
                         continue
-                    served, claimed = await self.claim(0, [one])
+                    served, claimed, _ = await self.claim(0, [one])
                 backoff = 1.0
                 admitted += claimed
                 idle_since = time.monotonic()
@@ -194,9 +196,10 @@ class Admission:
                 await self.unblock()
                 return
 
-    async def claim(self, want: int, known: list[tuple[str, str]] | None = None) -> tuple[list[str], int]:
+    async def claim(self, want: int, known: list[tuple[str, str]] | None = None) -> tuple[list[str], int, bool]:
         """Pop up to ``want`` ids (and/or take the ``known`` ones a blocking pop took) and start
-        them in one call. Returns the queue of each id taken, and how many jobs were admitted.
+        them in one call. Returns the queue of each id taken, how many jobs were admitted, and
+        whether a job enqueued after the call's clock reading was left for the next one.
         A connection error leaves the call's fate unknown (its reply may be all that was lost):
         it is sent again with the same execution ids until Redis answers, so a job it did start
         is run here, not left started with nobody running it."""
@@ -206,7 +209,7 @@ class Admission:
         uncertain = False
         while True:
             try:
-                executions, broken, served = await dequeue.claim_executions(
+                executions, broken, served, waiting = await dequeue.claim_executions(
                     self.worker.connection,
                     self.worker.name,
                     self._ordered,
@@ -245,4 +248,4 @@ class Admission:
         for ex in executions:
             self.worker.executions[ex.id] = ex
             self.worker.tasks[ex.id] = asyncio.ensure_future(self.worker.runner.run(ex))
-        return served, len(executions) + len(broken)
+        return served, len(executions) + len(broken), waiting

@@ -26,15 +26,18 @@ logger = logging.getLogger('aiorq.protocol')
 # (§4.7 "parent"), the job's `started` transition (§4.7 "horse"), the worker's state and
 # heartbeat. A call whose reply was lost is sent again with the same execution ids: when those
 # are already in the worker's executions index, the call only reports them (nothing is popped
-# or started twice, and no popped id is left behind).
+# or started twice, and no popped id is left behind). The start time is the caller's clock
+# reading from before the call; popping stops at a job enqueued after it (a dependent released
+# meanwhile, say), so that no job starts before it was enqueued: the next call takes it.
 # KEYS: worker, worker executions, then per queue: queue, intermediate, wip.
 # ARGV: worker name, utc timestamp, float now, int now, monitoring interval, lrem flag (the
 # known ids sit in the single queue's intermediate list), want, job key prefix, execution key
 # prefix, job executions key prefix and suffix, number of known ids, then per known id: queue
 # index, job id; then the execution ids (known ones first, then one per id to pop).
-# Returns per job {queue index (0: no longer started), job id, execution id, created_at,
-# started_at, the job hash before the start (empty if the hash vanished: nothing to run; for a
-# repeated call, the hash as the first one left it)}.
+# Returns {rows, 1 if popping stopped at a job enqueued after the start time else 0}, a row per
+# job: {queue index (0: no longer started), job id, execution id, created_at, started_at, the job
+# hash before the start (empty if the hash vanished: nothing to run; for a repeated call, the
+# hash as the first one left it)}.
 CLAIM_SCRIPT = """
 local name, ts, nowf, nowi = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local interval, lrem, want = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
@@ -58,7 +61,7 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
         table.insert(out, {qi, job_id, exec_id, created or nowf, since or ts, redis.call('HGETALL', jk)})
     end
 end
-if #out > 0 then return out end
+if #out > 0 then return {out, 0} end
 local started = 0
 local function start(q, job_id, exec_id, known)
     local jk = job_prefix .. job_id
@@ -100,13 +103,18 @@ end
 for i = 0, nknown - 1 do
     start(tonumber(ARGV[13 + i * 2]), ARGV[14 + i * 2], ARGV[first_exec + i], true)
 end
-local taken = 0
+local taken, fresh = 0, false
 for q = 1, nqueues do
-    while taken < want do
-        local job_id = redis.call('LPOP', KEYS[3 * q])
+    while taken < want and not fresh do
+        local job_id = redis.call('LINDEX', KEYS[3 * q], 0)
         if not job_id then break end
-        taken = taken + 1
-        start(q, job_id, ARGV[first_exec + nknown + taken - 1], false)
+        local enqueued = redis.call('HGET', job_prefix .. job_id, 'enqueued_at')
+        fresh = enqueued and enqueued > ts  -- same fixed-width UTC format: text order is time order
+        if not fresh then
+            redis.call('LPOP', KEYS[3 * q])
+            taken = taken + 1
+            start(q, job_id, ARGV[first_exec + nknown + taken - 1], false)
+        end
     end
 end
 if started > 0 then
@@ -114,7 +122,7 @@ if started > 0 then
     redis.call('EXPIRE', KEYS[1], interval + 60)
     redis.call('EXPIRE', KEYS[2], interval + 60)
 end
-return out
+return {out, fresh and 1 or 0}
 """
 
 # Pop up to ARGV[1] ids from the queues in order (LPOP), or with ARGV[2] == '1' move them
@@ -214,13 +222,14 @@ async def claim_executions(
     interval: int,
     single: bool,
     serializer: Any = None,
-) -> tuple[list[Execution], list[tuple[str, str, str, Exception]], list[str]]:
+) -> tuple[list[Execution], list[tuple[str, str, str, Exception]], list[str], bool]:
     """Pop up to ``want`` ids from ``queue_names`` in order, and/or take ``known`` (queue, id)
     pairs a blocking pop already moved, and start them all in one script (:data:`CLAIM_SCRIPT`).
     ``exec_ids`` holds one id per known job, then one per id to pop; repeating a call whose reply
     was lost with the same ``exec_ids`` returns what the first one started. Returns the
     executions, the ids that could not be decoded (their start was written; the caller fails
-    them) — a vanished hash is skipped — and the queue of every id claimed, in order."""
+    them) — a vanished hash is skipped — the queue of every id claimed, in order, and whether
+    popping stopped at a job enqueued after this call's start time (the next call takes it)."""
     known = known or []
     assert len(exec_ids) == len(known) + want
     ts_dt = now()
@@ -245,7 +254,7 @@ async def claim_executions(
     for queue_name, job_id in known:
         argv += [queue_names.index(queue_name) + 1, job_id]
     argv += exec_ids
-    rows = await scripts.run(conn, CLAIM_SCRIPT, ks, argv)
+    rows, waiting = await scripts.run(conn, CLAIM_SCRIPT, ks, argv)
     started: list[Execution] = []
     broken: list[tuple[str, str, str, Exception]] = []
     served: list[str] = []
@@ -284,7 +293,7 @@ async def claim_executions(
         job._status = JobStatus.STARTED
         hb = heartbeat_ttl(job.timeout or 180, interval)
         started.append(Execution(job, queue_name, exec_id, float(created), hb, started_at=started_at))
-    return started, broken, served
+    return started, broken, served, bool(waiting)
 
 
 async def start_executions(
@@ -298,7 +307,7 @@ async def start_executions(
 ) -> tuple[list[Execution], list[tuple[str, str, str, Exception]]]:
     """Start ids already popped (see :func:`claim_executions`)."""
     queue_names = list(dict.fromkeys(q for q, _ in popped))
-    started, broken, _ = await claim_executions(
+    started, broken, _, _ = await claim_executions(
         conn,
         worker_name,
         queue_names,
