@@ -158,35 +158,26 @@ class Endpoint:
 
     def sync_client(self) -> redis.Redis:
         """A blocking ``redis.Redis`` (raw bytes, as rq expects)."""
-        kwargs = _for(SYNC_CLIENT_PARAMS, self.kwargs)
-        target = self.sentinel
-        if target is None:
-            return redis.Redis(**kwargs)
         from redis.sentinel import Sentinel
 
-        manager = Sentinel(
-            list(target.instances),
-            min_other_sentinels=target.min_other_sentinels,
-            sentinel_kwargs=_for(SYNC_CLIENT_PARAMS, target.sentinel_kwargs),
-            force_master_ip=target.force_master_ip,
-            **kwargs,
-        )
-        if target.is_master:
-            return manager.master_for(target.service_name)
-        return manager.slave_for(target.service_name)
+        return cast(redis.Redis, self._client(redis.Redis, Sentinel, SYNC_CLIENT_PARAMS))
 
     def async_client(self) -> Redis:
         """A ``redis.asyncio.Redis`` (raw bytes)."""
-        kwargs = _for(_ASYNC_PARAMS, self.kwargs)
-        target = self.sentinel
-        if target is None:
-            return Redis(**kwargs)
         from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
-        manager = AsyncSentinel(
+        return cast(Redis, self._client(Redis, AsyncSentinel, _ASYNC_PARAMS))
+
+    def _client(self, client_class: Any, sentinel_class: Any, params: set[str]) -> Any:
+        """A client of ``client_class``, or through ``sentinel_class`` for a Sentinel service."""
+        kwargs = _for(params, self.kwargs)
+        target = self.sentinel
+        if target is None:
+            return client_class(**kwargs)
+        manager = sentinel_class(
             list(target.instances),
             min_other_sentinels=target.min_other_sentinels,
-            sentinel_kwargs=_for(_ASYNC_PARAMS, target.sentinel_kwargs),
+            sentinel_kwargs=_for(params, target.sentinel_kwargs),
             force_master_ip=target.force_master_ip,
             **kwargs,
         )

@@ -19,10 +19,17 @@ logger = logging.getLogger('aiorq.worker')
 
 
 class StateKeeper:
-    def __init__(self, connection: Redis, name: str, idle_state: Callable[[], str]) -> None:
+    # Seconds a change must hold before it is written: a worker under load whose last job ends
+    # starts the next one at once (its start already writes ``busy``), so no write is owed then.
+    SETTLE = 0.2
+
+    def __init__(
+        self, connection: Redis, name: str, idle_state: Callable[[], str], running: Callable[[], bool]
+    ) -> None:
         self.connection = connection
         self.name = name
         self.idle_state = idle_state
+        self.running = running
         self._changed = asyncio.Event()
         self._stopping = False
 
@@ -43,8 +50,11 @@ class StateKeeper:
         while not self._stopping:
             await self._changed.wait()
             self._changed.clear()
+            await asyncio.sleep(self.SETTLE)
             if self._stopping:
                 return
+            if self.running():
+                continue  # a job started meanwhile, and its start wrote ``busy``
             try:
                 await self.write()
             except Exception as e:  # Redis away: the heartbeat re-asserts it too; try again soon

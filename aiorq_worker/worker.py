@@ -157,7 +157,7 @@ class Worker:
             on_stuck=self._stuck,
             label=self.name,
         )
-        self.status = StateKeeper(connection, self.name, self.idle_state)
+        self.status = StateKeeper(connection, self.name, self.idle_state, lambda: bool(self.executions))
         self.scheduler: Scheduler | None = None
         self.cron: Any = None
         self.clocks: list[asyncio.Task[None]] = []
