@@ -25,6 +25,7 @@ from . import (
     registries,
     scheduler,
     scripts,
+    wire,
     workers,
 )
 
@@ -46,5 +47,6 @@ __all__ = [
     'registries',
     'scheduler',
     'scripts',
+    'wire',
     'workers',
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from base64 import b64encode
+from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from rq.exceptions import DeserializationError, NoSuchJobError
@@ -16,7 +17,8 @@ from rq.job import UNEVALUATED, JobStatus
 from rq.job import Job as RQJob
 from rq.queue import Queue as RQQueue
 from rq.results import Result
-from rq.utils import as_text
+from rq.serializers import PickleSerializer
+from rq.utils import as_text, str_to_date
 
 from . import keys
 
@@ -59,7 +61,9 @@ def text(value: bytes | str | None) -> str | None:
 
 
 def new_job(job_id: str | None = None, serializer: Any = None) -> RQJob:
-    return RQJob(job_id, connection=NOIO, serializer=serializer)
+    # rq resolves None to the pickle serializer at once; the class itself costs a runtime
+    # Protocol check per job (see codec_queue).
+    return RQJob(job_id, connection=NOIO, serializer=None if serializer is PickleSerializer else serializer)
 
 
 def restore_job(job_id: str, raw: dict[Any, Any], serializer: Any = None) -> RQJob:
@@ -67,12 +71,41 @@ def restore_job(job_id: str, raw: dict[Any, Any], serializer: Any = None) -> RQJ
     if not raw:
         raise NoSuchJobError(f'No such job: {job_id}')
     job = new_job(job_id, serializer)
-    job.restore(raw)
+    dates = [(name, raw[key]) for key, name in _DATE_KEYS.items() if raw.get(key)]
+    if not dates:
+        job.restore(raw)
+        return job
+    # rq parses these with strptime, the costliest part of a restore: they are parsed here
+    # (same values) and rq restores the rest (its created_at fallback, now(), is overwritten).
+    job.restore({k: v for k, v in raw.items() if k not in _DATE_KEYS})
+    for name, value in dates:
+        setattr(job, name, parse_date(value))
     return job
 
 
+_DATE_NAMES = ('created_at', 'enqueued_at', 'started_at', 'ended_at', 'last_heartbeat')
+_DATE_KEYS: dict[Any, str] = {**{n: n for n in _DATE_NAMES}, **{n.encode(): n for n in _DATE_NAMES}}
+
+
+def parse_date(value: bytes | str) -> datetime:
+    """``rq.utils.str_to_date``: rq's own format (``%Y-%m-%dT%H:%M:%S.%fZ``) without strptime;
+    anything else (rq's older format, a malformed value and its error) by rq's function."""
+    text = value.decode() if isinstance(value, bytes) else value
+    if len(text) == 27 and text[26] == 'Z' and text[10] == 'T' and text[19] == '.' and text[20:26].isdigit():
+        try:
+            return datetime.fromisoformat(text[:26]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    return str_to_date(value)
+
+
 def codec_queue(name: str, serializer: Any = None, default_timeout: Any = None) -> RQQueue:
-    return RQQueue(name, connection=NOIO, serializer=serializer, default_timeout=default_timeout)
+    queue = RQQueue(name, connection=NOIO, serializer=serializer, default_timeout=default_timeout)
+    if queue.serializer is PickleSerializer:
+        # rq resolves None to this same serializer at once, where the resolved class costs a
+        # runtime Protocol check in every Job it creates.
+        queue.serializer = None  # type: ignore[assignment]
+    return queue
 
 
 def parse_status(raw: bytes | str | None) -> JobStatus | None:
@@ -91,7 +124,17 @@ def mapping(job: RQJob, include_meta: bool = True, include_result: bool = True) 
     stored: dict[bytes, bytes] | None = getattr(job, '_aiorq_stored', None)
     if stored is None:
         return obj
-    return {k: v for k, v in obj.items() if stored.get(k.encode()) != encode(v)}
+    # ``status`` always goes: the start wrote it after the hash was read, so the read is stale.
+    return {k: v for k, v in obj.items() if k == 'status' or stored.get(k.encode()) != encode(v)}
+
+
+def checked_mapping(job: RQJob) -> dict[Any, Any]:
+    """:func:`mapping`, naming the job and its serializer when an argument cannot be encoded
+    (the one serialization an enqueue needs doubles as its check: nothing is written before it)."""
+    try:
+        return mapping(job)
+    except Exception as e:
+        raise TypeError(f'Job for {job.func_name} cannot be serialized with {job.serializer!r}: {e}') from e
 
 
 def save(sink: Any, job: RQJob, include_meta: bool = True, include_result: bool = True) -> None:

@@ -15,7 +15,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.utils import as_text, now, str_to_date, utcformat
 
-from . import keys, scripts
+from . import keys, scripts, wire
 from .codec import restore_job
 from .workers import heartbeat_ttl
 
@@ -48,7 +48,12 @@ local first_exec = 13 + nknown * 2
 local mine = {}
 for i = first_exec, #ARGV do mine[ARGV[i]] = true end
 local out = {}
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+-- A call that started anything leaves its first execution id in the worker hash: only a retry
+-- of that call (its reply lost) finds it there and looks up what it started.
+local token = ARGV[first_exec]
+local replay = {}
+if redis.call('HGET', KEYS[1], 'aiorq_claim') == token then replay = redis.call('SMEMBERS', KEYS[2]) end
+for _, member in ipairs(replay) do
     local job_id, exec_id = string.match(member, '^(.+):([^:]+)$')
     if exec_id and mine[exec_id] then
         local qi = 0
@@ -91,9 +96,6 @@ local function start(q, job_id, exec_id, known)
     redis.call('EXPIRE', exk, hb + 60)
     redis.call('ZADD', KEYS[3 * q + 2], nowi + hb, member)
     redis.call('SADD', KEYS[2], member)
-    redis.call('EXPIRE', KEYS[2], hb + 60)
-    redis.call('HSET', KEYS[1], 'state', 'busy')
-    redis.call('HSET', jk, 'last_heartbeat', ts)
     redis.call('HSET', jk, 'last_heartbeat', ts, 'status', 'started', 'started_at', ts, 'worker_name', name)
     redis.call('PERSIST', jk)
     if known and lrem == '1' then redis.call('LREM', ik, 1, job_id) end
@@ -118,7 +120,8 @@ for q = 1, nqueues do
     end
 end
 if started > 0 then
-    redis.call('HSET', KEYS[1], 'last_heartbeat', ts)
+    -- Once per call, not per job: the last write of each field is what rq's sequence leaves.
+    redis.call('HSET', KEYS[1], 'state', 'busy', 'last_heartbeat', ts, 'aiorq_claim', token)
     redis.call('EXPIRE', KEYS[1], interval + 60)
     redis.call('EXPIRE', KEYS[2], interval + 60)
 end
@@ -201,8 +204,11 @@ async def push_back(conn: Redis, queue_name: str, job_id: str, single: bool) -> 
 
 
 def new_execution_ids(count: int) -> list[str]:
-    """Execution ids for a claim, chosen before it is sent so that it can be sent again."""
-    return [uuid.uuid4().hex for _ in range(count)]
+    """Execution ids for a claim, chosen before it is sent so that it can be sent again: 32 hex
+    digits like rq's (``uuid4().hex``), 96 random bits shared by the claim and a counter, since
+    a claim asks for up to ``concurrency`` ids and most go unused when the queue runs dry."""
+    base = uuid.uuid4().hex[:24]
+    return [f'{base}{i:08x}' for i in range(count)]
 
 
 def _split(template: str) -> tuple[str, str]:
@@ -254,7 +260,7 @@ async def claim_executions(
     for queue_name, job_id in known:
         argv += [queue_names.index(queue_name) + 1, job_id]
     argv += exec_ids
-    rows, waiting = await scripts.run(conn, CLAIM_SCRIPT, ks, argv)
+    rows, waiting = await wire.run_script(conn, CLAIM_SCRIPT, ks, argv)
     started: list[Execution] = []
     broken: list[tuple[str, str, str, Exception]] = []
     served: list[str] = []

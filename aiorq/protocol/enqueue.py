@@ -16,8 +16,8 @@ from rq.job import JobStatus
 from rq.scripts import _build_hset_args
 from rq.utils import current_timestamp, now, utcformat
 
-from . import keys, scripts
-from .codec import mapping, parse_status, save
+from . import keys, scripts, wire
+from .codec import checked_mapping, mapping, parse_status, save
 
 Pipe = Pipeline
 # Where buffered writes go: a transactional pipeline or a :class:`aiorq.protocol.batch.Batch`
@@ -87,6 +87,57 @@ def buffer_enqueue(pipe: Sink, job: RQJob, queue_name: str, default_timeout: int
         pipe.lpush(keys.queue(queue_name), job.id)
     else:
         pipe.rpush(keys.queue(queue_name), job.id)
+
+
+def is_plain(job: RQJob) -> bool:
+    """A job :func:`enqueue_plain` can write: no dependency, no rate limit."""
+    return not job._dependency_ids and not job.has_rate_limit
+
+
+def _fields(job: RQJob) -> list[Any]:
+    """The job's HSET field/value items, ``status`` first (where rq's separate HSET puts it)."""
+    fields = checked_mapping(job)
+    items: list[Any] = ['status', fields['status']]
+    for name, value in fields.items():
+        if name != 'status':
+            items.append(name)
+            items.append(value)
+    return items
+
+
+async def enqueue_many_plain(
+    conn: Redis, jobs_and_fronts: Sequence[tuple[RQJob, bool]], queue_name: str, default_timeout: int
+) -> list[RQJob]:
+    """4.5 for jobs without dependencies or rate limits: rq's one MULTI as one atomic call.
+    Every job is serialized before anything is sent."""
+    queue_key = keys.queue(queue_name)
+    ks: list[str] = [keys.QUEUES, queue_key]
+    args: list[Any] = [queue_key]
+    for job, at_front in jobs_and_fronts:
+        prepare_for_queue(job, queue_name, default_timeout)
+        items = _fields(job)
+        job_id = job.id
+        ks += [keys.job(job_id), keys.dependents(job_id), keys.dependencies(job_id)]
+        args += [job_id, 'L' if at_front else 'R', job.ttl or 0, len(items), *items]
+    await wire.run_script(conn, scripts.ENQUEUE_MANY_SCRIPT, ks, args)
+    return [job for job, _ in jobs_and_fronts]
+
+
+async def enqueue_plain(conn: Redis, job: RQJob, queue_name: str, default_timeout: int, at_front: bool) -> RQJob:
+    """4.1 for a job with no dependency, rate limit or uniqueness, in one round trip.
+
+    Serialization happens before anything is sent, so a bad argument writes nothing.
+    """
+    prepare_for_queue(job, queue_name, default_timeout)
+    args: list[Any] = [job.id, keys.queue(queue_name), 'L' if at_front else 'R', job.ttl or 0, *_fields(job)]
+    job_id = job.id
+    await wire.run_script(
+        conn,
+        scripts.ENQUEUE_SCRIPT,
+        [keys.QUEUES, keys.job(job_id), keys.queue(queue_name), keys.dependents(job_id), keys.dependencies(job_id)],
+        args,
+    )
+    return job
 
 
 async def add_queue(conn: Redis, queue_name: str, pipeline: Pipe | None = None) -> None:
@@ -161,6 +212,8 @@ async def enqueue_job(
 ) -> RQJob:
     """``rq.Queue.enqueue_job``: dependencies, ``rq:queues``, then push (or defer / rate-limit)."""
     _check(job, pipeline, unique)
+    if pipeline is None and not unique and is_plain(job) and job._status != JobStatus.DEFERRED:
+        return await enqueue_plain(conn, job, queue_name, default_timeout, at_front)
     job.origin = queue_name
     await setup_dependencies(conn, job, pipeline)
     await add_queue(conn, queue_name, pipeline)
@@ -295,6 +348,8 @@ async def enqueue_many(
     pipeline: Pipe | None = None,
 ) -> list[RQJob]:
     """4.5: jobs without dependencies in one MULTI, then the dependent ones (created ``deferred``)."""
+    if pipeline is None and jobs_and_fronts and all(is_plain(j) for j, _ in jobs_and_fronts):
+        return await enqueue_many_plain(conn, jobs_and_fronts, queue_name, default_timeout)
     plain = [(j, f) for j, f in jobs_and_fronts if not j._dependency_ids]
     dependent = [(j, f) for j, f in jobs_and_fronts if j._dependency_ids]
     pipe = pipeline if pipeline is not None else conn.pipeline(transaction=True)

@@ -117,7 +117,8 @@ async def finish_success(
         _counters(sink, worker_name, job, True)
         if result_ttl != 0:
             job._status = JobStatus.FINISHED
-            sink.hset(keys.job(job.id), 'status', JobStatus.FINISHED.value)
+            # rq sends HSET status, then the whole mapping (status included); the mapping's
+            # write alone leaves the same hash, and it always carries the changed status.
             save(sink, job, include_meta=False, include_result=False)
             _execution_result(sink, job, ex, worker_name, Result.Type.SUCCESSFUL, result_ttl, return_value=return_value)
             score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl

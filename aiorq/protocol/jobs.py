@@ -14,8 +14,7 @@ from rq.job import JobStatus, parse_job_id
 from rq.results import Result
 from rq.utils import as_text, current_timestamp
 
-from ..connections import blocking_client
-from . import keys, ratelimit
+from . import keys, ratelimit, wire
 from .codec import NOIO, mapping, parse_status, restore_job
 from .enqueue import Pipe, buffer_enqueue, enqueue_rate_limited
 
@@ -86,6 +85,15 @@ async def save_meta(conn: Redis, job: RQJob) -> None:
 # -- results ---------------------------------------------------------------------------------
 
 
+def _stream_entries(raw: Any) -> list[tuple[Any, dict[Any, Any]]] | None:
+    """The entries of a one-stream ``XREAD`` reply, raw in RESP2 (a list of [key, entries]) or
+    RESP3 (a map of key to entries), as (id, fields) pairs like redis-py's parsed reply."""
+    if not raw:
+        return None
+    stream = next(iter(raw.values())) if isinstance(raw, dict) else raw[0][1]
+    return [(entry_id, dict(zip(flat[::2], flat[1::2]))) for entry_id, flat in stream]
+
+
 def _restore_result(job_id: str, entry_id: Any, payload: Any, serializer: Any) -> Result:
     return Result.restore(job_id, as_text(entry_id), payload, connection=NOIO, serializer=serializer)
 
@@ -94,18 +102,20 @@ async def latest_result(conn: Redis, job_id: str, serializer: Any = None, timeou
     """``Result.fetch_latest``: ``XREVRANGE … COUNT 1``, or with a timeout a blocking
     ``XREAD`` from the start of the stream (the newest entry at once if any exists).
 
-    The blocking read runs on a connection of its own without socket timeout (same server,
-    TLS, user, Sentinel), so a wait longer than the client's ``socket_timeout`` is not cut."""
+    The blocking read's reply is awaited as long as the wait lasts, not the client's
+    ``socket_timeout``, so a wait longer than that is not cut."""
     key = keys.results(job_id)
     if timeout:
-        waiter = blocking_client(conn)
-        try:
-            response: Any = await waiter.xread({key: '0-0'}, block=max(1, int(round(timeout * 1000))))
-        finally:
-            await waiter.aclose()
-        if not response:
-            return None
-        entries = response[0][1]
+        block = max(1, int(round(timeout * 1000)))
+        if conn.single_connection_client:
+            response: Any = await conn.xread({key: '0-0'}, block=block)
+            entries = response[0][1] if response else None
+        else:
+            # A pooled connection whose read waits as long as the block (plus the client's own
+            # margin), so the client's socket_timeout does not cut a longer wait.
+            margin = conn.connection_pool.connection_kwargs.get('socket_timeout') or 5
+            raw = await wire.blocking_command(conn, ('XREAD', 'BLOCK', block, 'STREAMS', key, '0-0'), timeout + margin)
+            entries = _stream_entries(raw)
         if not entries:
             return None
         entry_id, payload = entries[-1]
@@ -146,13 +156,23 @@ async def position(conn: Redis, queue_name: str, job_id: str) -> int | None:
     return pos
 
 
-async def get_executions(conn: Redis, job_id: str) -> list[Execution]:
+async def cleanup_executions(conn: Redis, job_id: str, timestamp: float | None = None) -> None:
+    """``ExecutionRegistry.cleanup``: drop execution ids whose score (deadline) passed."""
+    score = timestamp if timestamp is not None else current_timestamp()
+    await conn.zremrangebyscore(keys.executions(job_id), 0, score)
+
+
+async def execution_ids(conn: Redis, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+    """``ExecutionRegistry.get_execution_ids``: cleanup, then the ids by score."""
+    await cleanup_executions(conn, job_id)
+    return [as_text(i) for i in cast(list[bytes], await conn.zrange(keys.executions(job_id), start, end))]
+
+
+async def get_executions(conn: Redis, job_id: str, start: int = 0, end: int = -1) -> list[Execution]:
     """``Job.get_executions``: prune expired ids, then read each hash (``ValueError`` if one is gone)."""
-    ekey = keys.executions(job_id)
-    await conn.zremrangebyscore(ekey, 0, current_timestamp())
     executions = []
-    for raw_id in cast(list[bytes], await conn.zrange(ekey, 0, -1)):
-        execution = Execution(id=as_text(raw_id), job_id=job_id, connection=NOIO)
+    for execution_id in await execution_ids(conn, job_id, start, end):
+        execution = Execution(id=execution_id, job_id=job_id, connection=NOIO)
         data = await conn.hgetall(execution.key)
         if not data:
             raise ValueError(f'Execution {execution.id} not found in Redis')

@@ -186,3 +186,11 @@ async def schedule(conn: Redis, name: str, job_id: str, score: int, pipeline: An
 
 async def remove(conn: Redis, kind: str, name: str, job_id: str) -> int:
     return int(await conn.zrem(keys.registry(kind, name), job_id))
+
+
+async def remove_members(conn: Redis, kind: str, name: str, members: list[str], pipeline: Any = None) -> int:
+    """``ZREM`` several members (buffered when ``pipeline`` is given)."""
+    if pipeline is not None:
+        pipeline.zrem(keys.registry(kind, name), *members)
+        return 0
+    return int(await conn.zrem(keys.registry(kind, name), *members))

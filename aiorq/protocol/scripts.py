@@ -38,7 +38,56 @@ EMPTY_QUEUE_SCRIPT = f"""
             return count
         """
 
+# aiorq's one-round-trip enqueue of a job with no dependency, no rate limit and no uniqueness:
+# the same writes as rq.Queue.enqueue_job's two transactions (SADD rq:queues; HSET status and
+# the mapping, EXPIRE when the job has a ttl, then the push), in one atomic call. The hash ends
+# identical: the mapping is sent with ``status`` first, as rq's separate HSET orders it.
+ENQUEUE_SCRIPT = """
+-- KEYS: rq:queues, job hash, queue list, job dependents set, job dependencies set
+-- ARGV: job id, queue key, push side (L/R), ttl (0 = none), field1, value1, ...
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+    redis.call('EXPIRE', KEYS[2], ttl)
+    redis.call('EXPIRE', KEYS[4], ttl)
+    redis.call('EXPIRE', KEYS[5], ttl)
+end
+if ARGV[3] == 'L' then
+    return redis.call('LPUSH', KEYS[3], ARGV[1])
+end
+return redis.call('RPUSH', KEYS[3], ARGV[1])
+"""
+
+# ``rq.Queue.enqueue_many`` for jobs without dependencies: its one MULTI (SADD rq:queues, then
+# per job HSET status and mapping, EXPIRE when it has a ttl, push) as one atomic call.
+ENQUEUE_MANY_SCRIPT = """
+-- KEYS: rq:queues, queue list, then per job: hash, dependents set, dependencies set
+-- ARGV: queue key, then per job: id, push side (L/R), ttl (0 = none), n, n items field/value
+redis.call('SADD', KEYS[1], ARGV[1])
+local a, k = 2, 3
+while a <= #ARGV do
+    local id, ttl, n = ARGV[a], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    redis.call('HSET', KEYS[k], unpack(ARGV, a + 4, a + 3 + n))
+    if ttl > 0 then
+        redis.call('EXPIRE', KEYS[k], ttl)
+        redis.call('EXPIRE', KEYS[k + 1], ttl)
+        redis.call('EXPIRE', KEYS[k + 2], ttl)
+    end
+    if ARGV[a + 1] == 'L' then
+        redis.call('LPUSH', KEYS[2], id)
+    else
+        redis.call('RPUSH', KEYS[2], id)
+    end
+    a = a + 4 + n
+    k = k + 3
+end
+return 1
+"""
+
 __all__ = [
+    'ENQUEUE_SCRIPT',
+    'ENQUEUE_MANY_SCRIPT',
     'ACQUIRE_AND_ENQUEUE_SCRIPT',
     'CLEANUP_REGISTRY_SCRIPT',
     'RELEASE_AND_ENQUEUE_SCRIPT',

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
 from rq.exceptions import InvalidJobOperation
+from rq.executions import Execution as RQExecution
 from rq.utils import as_text, current_timestamp, decode_redis_hash, now, utcformat
 
 from . import keys, scripts
+from .codec import NOIO
 
 if TYPE_CHECKING:
     from .dequeue import Execution
@@ -59,6 +61,54 @@ async def all_workers(conn: Redis, queue_name: str | None = None) -> list[tuple[
     return found
 
 
+async def find_worker(conn: Redis, worker_key: str) -> dict[str, str] | None:
+    """``Worker.find_by_key``: a missing key is dropped from ``rq:workers`` (``None``); else the
+    decoded hash (empty when it vanished between the two reads, as rq's ``refresh`` tolerates)."""
+    if not await conn.exists(worker_key):
+        await conn.srem(keys.WORKERS, worker_key)
+        return None
+    return decode_redis_hash(await conn.hgetall(worker_key), decode_values=True)
+
+
+async def worker_hash(conn: Redis, name: str) -> dict[str, str]:
+    """``Worker.refresh``'s read: the decoded ``rq:worker:<name>`` hash (empty if gone)."""
+    return decode_redis_hash(await conn.hgetall(keys.worker(name)), decode_values=True)
+
+
+async def worker_field(conn: Redis, name: str, field_name: str) -> str | None:
+    value = await conn.hget(keys.worker(name), field_name)
+    return None if value is None else as_text(value)
+
+
+async def current_execution_count(conn: Redis, name: str) -> int:
+    return int(await conn.scard(keys.worker_executions(name)))
+
+
+async def current_executions(conn: Redis, name: str) -> list[RQExecution]:
+    """``Worker.get_current_executions``: the executions index, each hash read in one pipeline;
+    members whose hash expired are removed from the index, as rq does."""
+    index = keys.worker_executions(name)
+    members = [as_text(m) for m in await conn.smembers(index)]
+    if not members:
+        return []
+    found = [RQExecution.from_composite_key(m, connection=NOIO) for m in members]
+    async with conn.pipeline(transaction=True) as pipe:
+        for execution in found:
+            pipe.hgetall(execution.key)
+        hashes = await pipe.execute()
+    active = []
+    stale = []
+    for execution, data in zip(found, hashes):
+        if not data:
+            stale.append(execution.composite_key)
+            continue
+        execution.restore(data)
+        active.append(execution)
+    if stale:
+        await conn.srem(index, *stale)
+    return active
+
+
 async def count_workers(conn: Redis, queue_name: str | None = None) -> int:
     key = keys.workers_by_queue(queue_name) if queue_name else keys.WORKERS
     return int(await conn.scard(key))
@@ -72,14 +122,6 @@ async def send_command(conn: Redis, worker_name: str, command: str, **kwargs: An
     payload = {'command': command}
     payload.update(kwargs)
     await conn.publish(keys.pubsub_channel(worker_name), json.dumps(payload))
-
-
-async def send_stop_job_command(conn: Redis, job_id: str) -> None:
-    """Routes by the job hash's ``worker_name``, as ``rq.command.send_stop_job_command``."""
-    worker_name = await conn.hget(keys.job(job_id), 'worker_name')
-    if not worker_name:
-        raise InvalidJobOperation('Job is not currently executing')
-    await send_command(conn, as_text(worker_name), 'stop-job', job_id=job_id)
 
 
 async def send_stop_execution_command(conn: Redis, job_id: str, execution_id: str) -> None:
@@ -242,15 +284,19 @@ def heartbeat_sync(
         buffer_worker_heartbeat(pipe, worker_name, ttl)
         buffer_state(pipe, worker_name, state)
         heartbeat_commands(pipe, worker_name, executions, interval)
+        # The record's own field: the work loop's heartbeat (heartbeat_and_check_suspended) may
+        # have recreated the hash first, so our HSET creating it is not the only sign of a loss.
+        pipe.hexists(keys.worker(worker_name), 'birth')
         results = pipe.execute()
     # Four worker-level commands come first, then six per execution, the job's HSET last.
     recreated_jobs = [ex for i, ex in enumerate(executions) if results[4 + i * 6 + 5] == 1]
-    if results[0] != 1 and not recreated_jobs:
+    gone = results[0] == 1 or not results[-1]
+    if not gone and not recreated_jobs:
         return False
     with conn.pipeline(transaction=True) as pipe:
         for ex in recreated_jobs:
             pipe.delete(keys.job(ex.job.id))
-        if results[0] == 1:
+        if gone:
             key = keys.worker(worker_name)
             pipe.hset(key, mapping=cast(dict[Any, Any], base_fields()))
             pipe.expire(key, ttl)
@@ -258,7 +304,7 @@ def heartbeat_sync(
             for q in queue_names:
                 pipe.sadd(keys.workers_by_queue(q), key)
         pipe.execute()
-    return bool(results[0] == 1)
+    return gone
 
 
 async def blocking_client_id(conn: Redis) -> int:

@@ -219,6 +219,19 @@ async def enqueue_many(lib: Any, conn: Any) -> Any:
 
 
 @case
+async def enqueue_many_plain(lib: Any, conn: Any) -> Any:
+    # No dependencies: aiorq writes these in one atomic script call (rq: one MULTI).
+    q = lib.Queue('q', connection=conn)
+    datas = [
+        q.prepare_data(tasks.add, (1, 2), job_id='m1', timeout=20),
+        q.prepare_data(tasks.add, (3, 4), job_id='m2', at_front=True, meta={'x': 1}),
+        q.prepare_data(tasks.add, (5, 6), job_id='m3', ttl=40, result_ttl=5),
+        q.prepare_data(tasks.echo, ('x',), job_id='m4', at_front=True, description='d'),
+    ]
+    return await a(q.enqueue_many(datas))
+
+
+@case
 async def with_pipeline(lib: Any, conn: Any) -> Any:
     q = lib.Queue('q', connection=conn)
     pipe = conn.pipeline()

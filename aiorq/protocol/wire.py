@@ -1,0 +1,222 @@
+"""Script calls that share round trips: concurrent callers' ``EVALSHA`` commands go out in one
+write on one pooled connection, and each caller gets its own reply.
+
+redis-py spends more Python time on a command (pool checkout, retries, observability hooks,
+packing) than an enqueue spends on its own work, and 100 enqueues in flight would each take
+a connection of their own. Here the first caller sends its command at once; callers arriving
+while a send is in flight are queued and go out together in the next write. Each script is
+atomic on its own, so sending several in one write changes nothing about what each does.
+
+Only scripts whose retry is harmless go through here (see ``ENQUEUE_SCRIPT``): a connection
+error is passed to every caller of the write it broke, and the caller decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from . import scripts
+
+_UNREAD: Any = object()
+
+
+_c_pack: Any
+try:  # hiredis (redis[hiredis], a dependency) packs in C, with the same rules for utf-8 text
+    from hiredis import pack_command as _c_pack
+except ImportError:  # pragma: no cover - an install without the extra
+    _c_pack = None
+
+
+def pack(args: tuple[Any, ...] | list[Any], encoding: str, errors: str) -> bytes:
+    """RESP for one command: redis-py's encoding rules (bytes as is, str in the client's
+    encoding, int and float by ``repr``), joined once instead of once per argument."""
+    if _c_pack is not None and encoding == 'utf-8' and errors == 'strict':
+        try:
+            return _c_pack(tuple(args))
+        except TypeError:
+            pass  # a value it refuses: the code below names it
+    parts = [b'*%d\r\n' % len(args)]
+    append = parts.append
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode(encoding, errors)
+        elif kind is bytes:
+            data = arg
+        elif kind is int:
+            data = b'%d' % arg
+        elif isinstance(arg, bytes):
+            data = bytes(arg)
+        elif isinstance(arg, str):
+            data = arg.encode(encoding, errors)
+        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f'cannot send {kind.__name__} to Redis: {arg!r}')
+        append(b'$%d\r\n%s\r\n' % (len(data), data))
+    return b''.join(parts)
+
+
+async def _connection(pool: Any) -> Any:
+    """A connected connection from the client's pool (redis-py before 5.3 wants a command name)."""
+    try:
+        call = pool.get_connection()
+    except TypeError:
+        call = pool.get_connection('EVALSHA')
+    return await call
+
+
+class _Call:
+    __slots__ = ('source', 'packed', 'future', 'reply')
+
+    def __init__(self, source: str, packed: bytes, future: asyncio.Future[Any]):
+        self.source = source
+        self.packed = packed
+        self.future = future
+        self.reply: Any = _UNREAD
+
+
+class _Sender:
+    """One per client: at most one write in flight; callers arriving meanwhile wait for the next."""
+
+    def __init__(self, client: Redis, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+        self.drainer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
+        kwargs = client.connection_pool.connection_kwargs
+        self.encoding = kwargs.get('encoding', 'utf-8')
+        self.errors = kwargs.get('encoding_errors', 'strict')
+        self.busy = False
+        self.queued: list[_Call] = []
+
+    async def call(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        packed = pack(('EVALSHA', scripts.sha(source), len(keys), *keys, *args), self.encoding, self.errors)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        call = _Call(source, packed, future)
+        if self.busy:
+            self.queued.append(call)
+            return await future
+        self.busy = True
+        try:
+            await self._send([call])
+            await self._resend_forgotten([call])
+        finally:
+            self._next()
+        return self._settle(call)
+
+    def _next(self) -> None:
+        if self.queued:
+            self.drainer = self.loop.create_task(self._drain())
+        else:
+            self.busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self.queued:
+                batch, self.queued = self.queued, []
+                await self._send(batch)
+                await self._resend_forgotten(batch)
+                for call in batch:
+                    try:
+                        value = self._settle(call)
+                    except Exception as e:  # handed to its caller
+                        if not call.future.done():
+                            call.future.set_exception(e)
+                    else:
+                        if not call.future.done():
+                            call.future.set_result(value)
+        finally:
+            self.busy = False
+
+    async def _send(self, batch: list[_Call]) -> None:
+        """One write, one reply per call, kept on the call (an error reply or a broken
+        connection as the exception its caller gets)."""
+        pool = self.client.connection_pool
+        try:
+            connection = await _connection(pool)
+        except Exception as e:
+            for call in batch:
+                call.reply = e
+            return
+        try:
+            await connection.send_packed_command(b''.join(c.packed for c in batch))
+            for call in batch:
+                try:
+                    call.reply = await connection.read_response()
+                except ResponseError as e:  # a reply, read whole: the stream is still in step
+                    call.reply = e
+        except BaseException as e:
+            # A write or read cut short leaves the connection's stream out of step.
+            await connection.disconnect()
+            for call in batch:
+                if call.reply is _UNREAD:
+                    call.reply = e if isinstance(e, Exception) else RedisConnectionError(f'send interrupted: {e!r}')
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            await pool.release(connection)
+
+    async def _resend_forgotten(self, batch: list[_Call]) -> None:
+        """Calls refused with NOSCRIPT (a restarted or flushed server) ran nothing: load their
+        scripts once and send them again together."""
+        forgotten = [c for c in batch if isinstance(c.reply, NoScriptError)]
+        if not forgotten:
+            return
+        try:
+            for source in {c.source for c in forgotten}:
+                await self.client.script_load(source)
+        except Exception as e:
+            for call in forgotten:
+                call.reply = e
+            return
+        for call in forgotten:
+            call.reply = _UNREAD
+        await self._send(forgotten)
+
+    @staticmethod
+    def _settle(call: _Call) -> Any:
+        reply = call.reply
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+_SENDERS: weakref.WeakKeyDictionary[Redis, _Sender] = weakref.WeakKeyDictionary()
+
+
+async def run_script(client: Redis, source: str, keys: list[str], args: list[Any]) -> Any:
+    """:func:`scripts.run`, sharing round trips with concurrent callers on the same client."""
+    if client.single_connection_client:
+        return await scripts.run(client, source, keys, args)
+    loop = asyncio.get_running_loop()
+    sender = _SENDERS.get(client)
+    if sender is None or sender.loop is not loop:  # a client reused under a new loop starts afresh
+        sender = _SENDERS[client] = _Sender(client, loop)
+    return await sender.call(source, keys, args)
+
+
+async def blocking_command(client: Redis, args: tuple[Any, ...], wait: float) -> Any:
+    """One command that waits in Redis (``XREAD BLOCK``) on a pooled connection, its reply read
+    with ``wait`` as the time limit instead of the client's ``socket_timeout`` (redis.asyncio's
+    default, 5 s, would cut a longer wait; a connection of its own per wait costs a handshake).
+    The raw reply is returned (RESP2 or RESP3 shape, as the connection speaks)."""
+    kwargs = client.connection_pool.connection_kwargs
+    packed = pack(args, kwargs.get('encoding', 'utf-8'), kwargs.get('encoding_errors', 'strict'))
+    pool = client.connection_pool
+    connection = await _connection(pool)
+    try:
+        await connection.send_packed_command(packed)
+        return await connection.read_response(timeout=wait)
+    except BaseException:
+        # Cut short (timeout, cancellation): the reply may still come, out of step with the next
+        # command, so this connection goes.
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
