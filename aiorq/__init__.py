@@ -31,6 +31,7 @@ from .queue import Queue
 from .registry import (
     CanceledJobRegistry,
     DeferredJobRegistry,
+    ExecutionRegistry,
     FailedJobRegistry,
     FinishedJobRegistry,
     ReadyJobRegistry,
@@ -41,6 +42,7 @@ from .registry import (
 from .results import Result
 from .version import VERSION
 from .workers import (
+    Worker,
     WorkerInfo,
     count_workers,
     get_workers,
@@ -63,6 +65,7 @@ __all__ = [
     'DeferredJobRegistry',
     'Dependency',
     'EnqueueData',
+    'ExecutionRegistry',
     'FailedJobRegistry',
     'FinishedJobRegistry',
     'Group',
@@ -78,6 +81,7 @@ __all__ = [
     'ScheduledJobRegistry',
     'StartedJobRegistry',
     'Webhook',
+    'Worker',
     'WorkerInfo',
     'cancel_job',
     'clean_registries',

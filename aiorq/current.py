@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import warnings
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
@@ -28,7 +29,13 @@ def set_current_job(job: Job | None) -> None:
     _current_job.set(job)
 
 
-def get_current_job() -> Job | None:
+def get_current_job(connection: Redis | None = None, job_class: type[Job] | None = None) -> Job | None:
+    """The job running in this task, or ``None``. ``connection`` and ``job_class`` are
+    deprecated and ignored, as in rq 3.0."""
+    if connection:
+        warnings.warn('connection argument for get_current_job is deprecated.', DeprecationWarning, 2)
+    if job_class:
+        warnings.warn('job_class argument for get_current_job is deprecated.', DeprecationWarning, 2)
     job = _current_job.get()
     if job is not None:
         return job

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import rq.job
@@ -14,6 +15,7 @@ from rq.job import JobStatus
 from . import protocol as p
 from ._awaitable import AwaitableProperty
 from .connections import current_connection_or_none, resolve_connection
+from .registry import ExecutionRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from .results import Result
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ class Job:
     ``is_finished`` and friends are awaitable properties (``await job.is_finished``); methods are
     coroutines (``await job.get_status()``). ``job.rq_job`` is the underlying ``rq.job.Job`` codec.
     """
+
+    redis_job_namespace_prefix = p.keys.JOB_PREFIX
 
     # Pure attributes, shared with rq.job.Job.
     origin = _Field()
@@ -142,6 +146,19 @@ class Job:
     @property
     def _dependency_ids(self) -> list[str]:
         return self._rq._dependency_ids
+
+    @property
+    def success_callback(self) -> Callable[..., Any] | None:
+        """The success callback, imported by name (as rq does; ``None`` when unset)."""
+        return self._rq.success_callback
+
+    @property
+    def failure_callback(self) -> Callable[..., Any] | None:
+        return self._rq.failure_callback
+
+    @property
+    def stopped_callback(self) -> Callable[..., Any] | None:
+        return self._rq.stopped_callback
 
     @property
     def success_callback_timeout(self) -> int:
@@ -336,6 +353,21 @@ class Job:
 
         return AwaitableProperty(read, 'job.result')
 
+    @property
+    def exc_info(self) -> AwaitableProperty[str | None]:
+        """``await job.exc_info``: the latest result's traceback if it failed, else the hash's
+        legacy ``exc_info``. Deprecated in rq 3.0 (as there) for ``latest_result()``."""
+
+        async def read() -> str | None:
+            warnings.warn('job.exc_info is deprecated, use job.latest_result() instead.', DeprecationWarning, 2)
+            if not self._cached_result:
+                self._cached_result = await self.latest_result()
+            if self._cached_result and self._cached_result.type == Result.Type.FAILED:
+                return self._cached_result.exc_string
+            return self._rq._exc_info
+
+        return AwaitableProperty(read, 'job.exc_info')
+
     # -- dependencies ----------------------------------------------------------------------
 
     @property
@@ -402,10 +434,44 @@ class Job:
         await p.jobs.requeue(self.connection, self._rq, p.keys.registry('failed', self.origin), at_front=at_front)
         return self
 
+    # -- registries (no I/O to build them) -----------------------------------------------
+
+    def _registry(self, cls: Any) -> Any:
+        return cls(self.origin, connection=self._connection, job_class=self.__class__, serializer=self.serializer)
+
+    @property
+    def started_job_registry(self) -> StartedJobRegistry:
+        return self._registry(StartedJobRegistry)
+
+    @property
+    def finished_job_registry(self) -> FinishedJobRegistry:
+        return self._registry(FinishedJobRegistry)
+
+    @property
+    def failed_job_registry(self) -> FailedJobRegistry:
+        return self._registry(FailedJobRegistry)
+
+    @property
+    def execution_registry(self) -> ExecutionRegistry:
+        return ExecutionRegistry(self.id, connection=self._connection)
+
     def queue(self) -> Queue:
         from .queue import Queue
 
         return Queue(self.origin, connection=self.connection, serializer=self.serializer)
+
+
+def checked_job_class(job_class: Any) -> type[Job]:
+    """``job_class`` if it is an ``aiorq.Job`` subclass (``Job`` when ``None``); an rq job class
+    would block the event loop on Redis, so it is refused with ``TypeError``."""
+    if job_class is None:
+        return Job
+    if not (isinstance(job_class, type) and issubclass(job_class, Job)):
+        raise TypeError(
+            f'job_class={job_class!r} is not an aiorq.Job subclass: rq.job.Job does blocking Redis I/O; '
+            'subclass aiorq.Job instead'
+        )
+    return job_class
 
 
 class Dependency(rq.job.Dependency):

@@ -19,9 +19,10 @@ from rq.serializers import resolve_serializer
 from rq.utils import import_attribute, now, resolve_function_reference
 
 from . import protocol as p
+from . import tracing as _tracing
 from ._awaitable import AwaitableProperty, refuse
 from .connections import current_connection_or_none, resolve_connection
-from .job import Job, _unwrap_dependencies
+from .job import Job, _unwrap_dependencies, checked_job_class
 from .registry import (
     CanceledJobRegistry,
     DeferredJobRegistry,
@@ -42,8 +43,18 @@ SYNC_QUEUES_UNSUPPORTED = (
 )
 
 
+# Functions already found importable: the check imports by name, which costs more than an
+# enqueue's own work, and a module-level function's answer does not change.
+_IMPORTABLE: dict[Any, None] = {}
+
+
 def check_importable(func: Any) -> None:
     """aiorq refuses at enqueue what a worker could never import (rq fails later, in the worker)."""
+    try:
+        if func in _IMPORTABLE:
+            return
+    except TypeError:  # unhashable callable: check it every time
+        pass
     if isinstance(func, str) or inspect.isclass(func):
         return
     instance, func_name = resolve_function_reference(func)
@@ -59,6 +70,11 @@ def check_importable(func: Any) -> None:
         raise ValueError(f'{func_name} cannot be enqueued: it does not import back ({e})') from e
     if found is not func and getattr(found, '__wrapped__', None) is not func:
         raise ValueError(f'{func_name} cannot be enqueued: importing that name gives a different object')
+    if len(_IMPORTABLE) < 10_000:
+        try:
+            _IMPORTABLE[func] = None
+        except TypeError:
+            pass
 
 
 def _callback_func(cb: Any) -> Any:
@@ -99,14 +115,15 @@ class Queue:
         serializer: Any = None,
         **kwargs: Any,
     ) -> None:
-        if not is_async:
+        # rq still reads the pre-3.7 spelling ``async`` from kwargs; refuse it the same way.
+        if not is_async or not kwargs.get('async', True):
             raise ValueError(SYNC_QUEUES_UNSUPPORTED)
         self.name = name
         self._connection = connection if connection is not None else current_connection_or_none()
         self.serializer = resolve_serializer(serializer)
         self._codec = p.codec.codec_queue(name, self.serializer, default_timeout)
         self._default_timeout: int = self._codec._default_timeout
-        self.job_class: type[Job] = job_class or Job
+        self.job_class: type[Job] = checked_job_class(job_class)
 
     @property
     def connection(self) -> Redis:
@@ -243,6 +260,13 @@ class Queue:
     def create_job(self, func: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Job:
         """``rq.Queue.create_job`` (no I/O), refusing functions no worker could import and
         serializing everything up front so nothing is written for a bad argument."""
+        job = self._create_job(func, args, kwargs, **options)
+        p.codec.checked_mapping(job._rq)
+        return job
+
+    def _create_job(self, func: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Job:
+        """:meth:`create_job` without the serialization check (for callers that serialize
+        the job before anything is sent, so a bad argument still writes nothing)."""
         check_importable(func)
         warn_coroutine_callbacks(
             on_success=options.get('on_success'),
@@ -252,10 +276,8 @@ class Queue:
         if options.get('depends_on') is not None:
             options['depends_on'] = _unwrap_dependencies(options['depends_on'])
         rq_job = self._codec.create_job(func, args=args, kwargs=kwargs, **options)
-        try:
-            p.codec.mapping(rq_job)
-        except Exception as e:
-            raise TypeError(f'Job for {rq_job.func_name} cannot be serialized with {self.serializer!r}: {e}') from e
+        if _tracing.ENABLED:
+            _tracing.inject(rq_job)  # the enqueuing trace, carried in meta to the worker
         return self.job_class._wrap(rq_job, self._connection)
 
     async def enqueue(self, f: Any, *args: Any, **kwargs: Any) -> Job:
@@ -286,6 +308,7 @@ class Queue:
             unique=ea.unique,
         )
 
+    @_tracing.traced_enqueue
     async def enqueue_call(
         self,
         func: Any,
@@ -312,7 +335,9 @@ class Queue:
     ) -> Job:
         if unique and not job_id:
             raise ValueError('unique=True requires an explicit job_id')
-        job = self.create_job(
+        plain = pipeline is None and not unique and depends_on is None and rate_limit is None
+        # A plain job is serialized once, by the one-round-trip write, before anything is sent.
+        job = (self._create_job if plain else self.create_job)(
             func,
             args=args,
             kwargs=kwargs,
@@ -348,11 +373,10 @@ class Queue:
         )
         return job
 
-    @staticmethod
-    def prepare_data(*args: Any, **kwargs: Any) -> EnqueueData:
-        """``rq.Queue.prepare_data``: one item for :meth:`enqueue_many`."""
-        return RQQueue.prepare_data(*args, **kwargs)
+    # ``rq.Queue.prepare_data`` itself (pure): one item for :meth:`enqueue_many`.
+    prepare_data = staticmethod(RQQueue.prepare_data)
 
+    @_tracing.traced_enqueue
     async def enqueue_many(
         self, job_datas: Iterable[EnqueueData], pipeline: Any = None, group_id: str | None = None
     ) -> list[Job]:
@@ -365,7 +389,8 @@ class Queue:
                     raise ValueError(f"Job ID '{data.job_id}' appears more than once in enqueue_many()")
                 seen.add(data.job_id)
             status = JobStatus.DEFERRED if data.depends_on else JobStatus.QUEUED
-            job = self.create_job(
+            # Jobs written by the one-call path are serialized there, before anything is sent.
+            job = (self._create_job if pipeline is None and not data.depends_on else self.create_job)(
                 data.func,
                 args=data.args,
                 kwargs=data.kwargs,
@@ -393,6 +418,7 @@ class Queue:
         )
         return [by_id[r.id] for r in done]
 
+    @_tracing.traced_enqueue
     async def enqueue_at(self, datetime: datetime, f: Any, *args: Any, **kwargs: Any) -> Job:
         """Schedule ``f`` for ``datetime`` (naive means local time, as in rq)."""
         ea = RQQueue.parse_args(f, *args, **kwargs)
@@ -435,8 +461,8 @@ class Queue:
             self.connection, job._rq, exclude_job_id=exclude_job_id, serializer=self.serializer
         )
 
-    async def enqueue_ready_jobs_by_queue(self, mapping: dict[str, list[str]]) -> None:
-        await p.dependents.enqueue_ready_by_queue(self.connection, mapping, serializer=self.serializer)
+    async def enqueue_ready_jobs_by_queue(self, job_ids_by_queue_name: dict[str, list[str]]) -> None:
+        await p.dependents.enqueue_ready_by_queue(self.connection, job_ids_by_queue_name, serializer=self.serializer)
 
     # -- registries ------------------------------------------------------------------------
 

@@ -7,12 +7,15 @@ rq does; for the started registry that fails or retries abandoned jobs.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from redis.asyncio import Redis
 from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.executions import Execution
 from rq.job import Job as RQJob
 from rq.serializers import resolve_serializer
 
@@ -33,6 +36,7 @@ __all__ = [
     'ReadyJobRegistry',
     'ScheduledJobRegistry',
     'CanceledJobRegistry',
+    'ExecutionRegistry',
     'clean_registries',
 ]
 
@@ -43,6 +47,12 @@ class BaseRegistry:
     """Reads shared by every registry."""
 
     kind = ''
+    key_template = ''
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # rq's class attribute, from rq's own template for this kind.
+        cls.key_template = p.keys.REGISTRY_TEMPLATES.get(cls.kind, '')
 
     def __init__(
         self,
@@ -52,7 +62,7 @@ class BaseRegistry:
         queue: Queue | None = None,
         serializer: Any = None,
     ) -> None:
-        from .job import Job
+        from .job import checked_job_class
 
         if queue is not None:
             name = queue.name
@@ -60,7 +70,7 @@ class BaseRegistry:
             serializer = serializer if serializer is not None else queue.serializer
         self.name = name
         self._connection = connection if connection is not None else current_connection_or_none()
-        self.job_class: type[Job] = job_class or Job
+        self.job_class: type[Job] = checked_job_class(job_class)
         self.serializer = resolve_serializer(serializer)
 
     @property
@@ -95,8 +105,9 @@ class BaseRegistry:
 
         return Queue(self.name, connection=self._connection, serializer=self.serializer)
 
-    async def cleanup(self, timestamp: int | None = None) -> Any:
-        """Drop what rq's cleanup drops for this kind of registry."""
+    async def cleanup(self, timestamp: int | None = None, exception_handlers: list[Any] | None = None) -> Any:
+        """Drop what rq's cleanup drops for this kind of registry (only the started registry has
+        abandoned jobs to pass to ``exception_handlers``)."""
         await p.registries.cleanup(
             self.connection, self.kind, self.name, serializer=self.serializer, timestamp=timestamp
         )
@@ -119,6 +130,15 @@ class BaseRegistry:
         """What ``item in registry`` is in rq."""
         job_id = item if isinstance(item, str) else item.id
         return job_id in await self.get_job_ids(cleanup=False)
+
+    async def requeue(self, job_or_id: Job | str, at_front: bool = False) -> Job:
+        """Put a job back on its queue (``InvalidJobOperation`` if it is not in this registry)."""
+        if isinstance(job_or_id, str):
+            job = await self.job_class.fetch(job_or_id, self.connection, self.serializer)
+        else:
+            job = job_or_id
+        await p.jobs.requeue(self.connection, job._rq, self.key, at_front=at_front)
+        return job
 
     async def get_expired_job_ids(self, timestamp: int | None = None) -> list[str]:
         return await p.registries.expired_job_ids(self.connection, self.kind, self.name, timestamp)
@@ -154,15 +174,6 @@ class _IdRegistry(BaseRegistry):
             await target.delete()
         return result
 
-    async def requeue(self, job_or_id: Job | str, at_front: bool = False) -> Job:
-        """Put a job back on its queue (``InvalidJobOperation`` if it is not in this registry)."""
-        if isinstance(job_or_id, str):
-            job = await self.job_class.fetch(job_or_id, self.connection, self.serializer)
-        else:
-            job = job_or_id
-        await p.jobs.requeue(self.connection, job._rq, self.key, at_front=at_front)
-        return job
-
 
 async def _run_abandoned_failure_callback(connection: Redis, rq_job: RQJob) -> None:
     """The job's failure callback gets ``(job, sync connection, AbandonedJobError, exc, None)``
@@ -184,6 +195,31 @@ async def _run_abandoned_failure_callback(connection: Redis, rq_job: RQJob) -> N
     await asyncio.to_thread(call)
 
 
+async def call_exception_handlers(handlers: Sequence[Callable[..., Any]], job: Job, *exc_info: Any) -> None:
+    """rq's rule: each handler in turn until one returns an explicit falsy value; a coroutine
+    handler is awaited."""
+    for handler in handlers:
+        keep_going = handler(job, *exc_info)
+        if inspect.isawaitable(keep_going):
+            keep_going = await keep_going
+        if keep_going is not None and not keep_going:
+            break
+
+
+def _abandoned_hook(
+    connection: Redis, job_class: type[Job], exception_handlers: Sequence[Callable[..., Any]] | None
+) -> Callable[[RQJob], Any]:
+    """What rq does for each abandoned job: its failure callback, then the exception handlers."""
+
+    async def on_abandoned(rq_job: RQJob) -> None:
+        await _run_abandoned_failure_callback(connection, rq_job)
+        if exception_handlers:
+            job = job_class._wrap(rq_job, connection)
+            await call_exception_handlers(exception_handlers, job, AbandonedJobError, AbandonedJobError(), None)
+
+    return on_abandoned
+
+
 class StartedJobRegistry(BaseRegistry):
     """Executions in flight; members are ``<job id>:<execution id>``."""
 
@@ -193,17 +229,32 @@ class StartedJobRegistry(BaseRegistry):
     def parse_job_id(entry: str) -> str:
         return p.registries.parse_member('started', entry)
 
-    async def cleanup(self, timestamp: int | None = None) -> list[Job]:
-        """Fail (or retry) jobs whose execution deadline passed, as any rq process does."""
+    async def cleanup(self, timestamp: int | None = None, exception_handlers: list[Any] | None = None) -> list[Job]:
+        """Fail (or retry) jobs whose execution deadline passed, as any rq process does; each one
+        goes to ``exception_handlers`` as ``(job, AbandonedJobError, AbandonedJobError(), None)``."""
         conn = self.connection
-
-        async def on_abandoned(rq_job: RQJob) -> None:
-            await _run_abandoned_failure_callback(conn, rq_job)
-
         processed = await p.registries.cleanup_started(
-            conn, self.name, serializer=self.serializer, on_abandoned=on_abandoned, timestamp=timestamp
+            conn,
+            self.name,
+            serializer=self.serializer,
+            on_abandoned=_abandoned_hook(conn, self.job_class, exception_handlers),
+            timestamp=timestamp,
         )
         return [self.job_class._wrap(j, self._connection) for j in processed]
+
+    async def add(self, job: Job, ttl: int = 0, pipeline: Any = None, xx: bool = False) -> int:
+        """Refused, as in rq: members are executions, which only a worker adds."""
+        raise NotImplementedError('StartedJobRegistry holds executions, which only a worker adds')
+
+    async def remove(self, job: Job | str, pipeline: Any = None, delete_job: bool = False) -> int:
+        """Refused, as in rq: use ``remove_executions(job)``."""
+        raise NotImplementedError('StartedJobRegistry holds executions: use await registry.remove_executions(job)')
+
+    async def remove_executions(self, job: Job, pipeline: Any = None) -> None:
+        """Remove every execution of ``job`` from this registry."""
+        members = [e.composite_key for e in await job.get_executions()]
+        if members:
+            await p.registries.remove_members(self.connection, self.kind, self.name, members, pipeline=pipeline)
 
     async def get_job_and_execution_ids(
         self, start: int = 0, end: int = -1, desc: bool = False, cleanup: bool = True
@@ -245,7 +296,7 @@ class ReadyJobRegistry(DeferredJobRegistry):
         jobs = await p.dependents.enqueue_ready_jobs(self.connection, self.name, job_ids, serializer=self.serializer)
         return [self.job_class._wrap(j, self._connection) for j in jobs]
 
-    async def cleanup(self, timestamp: int | None = None) -> list[Job]:
+    async def cleanup(self, timestamp: int | None = None, exception_handlers: list[Any] | None = None) -> list[Job]:
         return await self.enqueue_jobs(await p.registries.job_ids(self.connection, self.kind, self.name))
 
 
@@ -255,6 +306,10 @@ class ScheduledJobRegistry(_IdRegistry):
     async def schedule(self, job: Job, scheduled_datetime: datetime, pipeline: Any = None) -> int:
         score = p.enqueue.schedule_score(scheduled_datetime)
         return await p.registries.schedule(self.connection, self.name, job.id, score, pipeline=pipeline)
+
+    async def get_jobs_to_enqueue(self, timestamp: int | None = None) -> list[str]:
+        """The ids due by ``timestamp`` (rq's alias of ``get_expired_job_ids`` here)."""
+        return await self.get_expired_job_ids(timestamp)
 
     async def get_jobs_to_schedule(self, timestamp: int | None = None, chunk_size: int = 1000) -> list[str]:
         ids = await p.registries.expired_job_ids(self.connection, self.kind, self.name, timestamp)
@@ -275,11 +330,47 @@ class CanceledJobRegistry(_IdRegistry):
         raise NotImplementedError
 
 
-async def clean_registries(queue: Queue) -> None:
+class ExecutionRegistry:
+    """A job's executions (``rq:executions:<job id>``): what ``job.execution_registry`` is in rq.
+
+    Read-side: executions are added and removed by the worker running them.
+    """
+
+    key_template = p.keys.executions('{0}')
+
+    def __init__(self, job_id: str, connection: Redis | None = None) -> None:
+        self.job_id = job_id
+        self._connection = connection if connection is not None else current_connection_or_none()
+
+    @property
+    def connection(self) -> Redis:
+        return resolve_connection(self._connection)
+
+    @property
+    def key(self) -> str:
+        return p.keys.executions(self.job_id)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.job_id!r})'
+
+    async def cleanup(self, timestamp: int | None = None, exception_handlers: list[Any] | None = None) -> None:
+        """Forget executions whose deadline passed."""
+        await p.jobs.cleanup_executions(self.connection, self.job_id, timestamp)
+
+    async def get_execution_ids(self, start: int = 0, end: int = -1) -> list[str]:
+        return await p.jobs.execution_ids(self.connection, self.job_id, start, end)
+
+    async def get_executions(self, start: int = 0, end: int = -1) -> list[Execution]:
+        """Each execution's hash (``ValueError`` if one vanished, as rq's ``Execution.fetch``)."""
+        return await p.jobs.get_executions(self.connection, self.job_id, start, end)
+
+
+async def clean_registries(queue: Queue, exception_handlers: list[Any] | None = None) -> None:
     """What ``rq.registry.clean_registries`` does for one queue (also what ``rq info`` runs)."""
     conn = queue.connection
-
-    async def on_abandoned(rq_job: RQJob) -> None:
-        await _run_abandoned_failure_callback(conn, rq_job)
-
-    await p.registries.clean_registries(conn, queue.name, serializer=queue.serializer, on_abandoned=on_abandoned)
+    await p.registries.clean_registries(
+        conn,
+        queue.name,
+        serializer=queue.serializer,
+        on_abandoned=_abandoned_hook(conn, queue.job_class, exception_handlers),
+    )
