@@ -39,6 +39,12 @@ class Admission:
         self._blocking: Redis | None = None
         self._blocking_id: int | None = None
         self._blocked = False
+        self._lost = False  # Redis failed us; the next call it answers counts as a reconnect
+
+    def _answered(self) -> None:
+        if self._lost:
+            self._lost = False
+            self.worker.reconnected()
 
     async def open(self) -> Redis:
         """The dedicated connection for blocking pops (no socket timeout: a pop may wait 405 s);
@@ -136,8 +142,9 @@ class Admission:
                     one = await self.blocking_pop(timeout, burst)
                     if one is None:
                         continue
-                    # The block may have lasted long: suspension may have begun meanwhile.
-                    self._suspension_checked = 0.0
+                    # The block may have lasted long: suspension may have begun meanwhile. The
+                    # watcher checked every second while blocked; this check keeps the usual
+                    # staleness bound (SUSPENSION_CHECK) without a round trip per job.
                     if await self.check_suspension(burst) or self.worker.stop_requested:
                         # Popped while suspended or stopping: put it back rather than run it.
                         await dequeue.push_back(self.worker.connection, one[0], one[1], self.worker.single)
@@ -152,6 +159,7 @@ class Admission:
                     logger.info('Worker %s: admitted %d jobs, quitting once they finish', self.worker.name, admitted)
                     break
             except (RedisConnectionError, RedisTimeoutError) as e:
+                self._lost = True
                 logger.error('Worker %s: Redis unreachable (%s); retrying in %.0fs', self.worker.name, e, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 60)
@@ -220,6 +228,7 @@ class Admission:
                     single=self.worker.single,
                     serializer=self.worker.serializer,
                 )
+                self._answered()
                 break
             except (RedisConnectionError, RedisTimeoutError, OutOfMemoryError) as e:
                 # A refusal wrote nothing: the caller backs off, unless an earlier send may
@@ -227,6 +236,7 @@ class Admission:
                 if self.worker.cold_shutdown or (isinstance(e, OutOfMemoryError) and not uncertain):
                     raise
                 uncertain = True
+                self._lost = self._lost or not isinstance(e, OutOfMemoryError)
                 logger.error(
                     'Worker %s: Redis unreachable while taking jobs (%s); asking again in %.0fs',
                     self.worker.name,
@@ -247,5 +257,5 @@ class Admission:
             )
         for ex in executions:
             self.worker.executions[ex.id] = ex
-            self.worker.tasks[ex.id] = asyncio.ensure_future(self.worker.runner.run(ex))
+            self.worker.tasks[ex.id] = asyncio.ensure_future(self.worker.execute(ex))
         return served, len(executions) + len(broken), waiting

@@ -1,4 +1,4 @@
-"""``aiorq worker``: the options of rq 3.0's ``rq worker``, plus aiorq's own."""
+"""``aiorq worker``, ``aiorq cron``, ``aiorq info``: the options of rq 3.0's commands, plus aiorq's own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 from redis.exceptions import RedisError
-from rq.cli.helpers import read_config_file
 from rq.defaults import (
     DEFAULT_JOB_MONITORING_INTERVAL,
     DEFAULT_LOGGING_DATE_FORMAT,
@@ -20,24 +19,36 @@ from rq.defaults import (
     DEFAULT_RESULT_TTL,
     DEFAULT_WORKER_TTL,
 )
-from rq.utils import import_attribute
 
+import aiorq
+
+from . import clitools
+from .clitools import CommandError, fail
 from .cron import CronConfigError
-from .worker import DEFAULT_CONCURRENCY, SuspendedError, Worker, install_signal_handlers
+from .metrics import MetricsError
+from .worker import DEFAULT_CONCURRENCY, SuspendedError, install_signal_handlers
 
 
-def _redis(url: str | None, config: dict[str, Any], connection_class: str | None) -> Any:
-    """rq's order: ``--url``, else the config module's settings (``REDIS_URL``, ``SENTINEL`` as an
-    asyncio Sentinel client, ``REDIS_HOST`` …), else the environment (``REDIS_URL``,
-    ``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_DB``, ``REDIS_PASSWORD``, ``REDIS_SSL`` …)."""
-    from redis.asyncio import Redis
+def worker_class_option(text: str) -> Any:
+    """rq's class options, from the option or the environment as rq's shared options are."""
+    return click.option('--worker-class', '-w', envvar='RQ_WORKER_CLASS', show_envvar=True, help=text)
 
-    from aiorq.connections import redis_from_config
 
-    cls: Any = import_attribute(connection_class) if connection_class else Redis
-    if url:
-        return cls.from_url(url)
-    return redis_from_config(config if config else dict(os.environ), cls)
+def job_class_option(text: str) -> Any:
+    return click.option('--job-class', '-j', envvar='RQ_JOB_CLASS', show_envvar=True, help=text)
+
+
+def queue_class_option(text: str) -> Any:
+    return click.option('--queue-class', envvar='RQ_QUEUE_CLASS', show_envvar=True, help=text)
+
+
+CONNECTION_CLASS = click.option(
+    '--connection-class',
+    envvar='RQ_CONNECTION_CLASS',
+    show_envvar=True,
+    help='Redis client class (a redis.asyncio.Redis subclass; redis.Redis means redis.asyncio.Redis)',
+)
+UNUSED = "Only rq's or aiorq's default class is accepted: {} uses none"
 
 
 @click.group()
@@ -56,13 +67,13 @@ def main() -> None:
 @click.option('--worker-ttl', type=int, default=DEFAULT_WORKER_TTL, help='Worker timeout to be used')
 @click.option(
     '--job-monitoring-interval',
-    type=int,
+    type=click.IntRange(min=1),
     default=DEFAULT_JOB_MONITORING_INTERVAL,
     help='Default job monitoring interval to be used',
 )
 @click.option(
     '--maintenance-interval',
-    type=int,
+    type=click.IntRange(min=1),
     default=DEFAULT_MAINTENANCE_TASK_INTERVAL,
     help='Maintenance task interval (in seconds) to be used',
 )
@@ -87,10 +98,10 @@ def main() -> None:
 @click.option('--exception-handler', multiple=True, help='Exception handler(s) to use')
 @click.option('--disable-default-exception-handler', '-d', is_flag=True, help='Disable RQ default exception handler')
 @click.option('--disable-job-desc-logging', is_flag=True, help='Turn off description logging.')
-@click.option('--job-class', '-j', help='RQ Job class to use (accepted for compatibility; aiorq decodes jobs itself)')
-@click.option('--worker-class', '-w', help='Worker class to use (a subclass of aiorq_worker.Worker)')
-@click.option('--queue-class', help='Queue class to use (accepted for compatibility)')
-@click.option('--connection-class', help='redis.asyncio client class to use')
+@job_class_option('Job class: a subclass of aiorq.Job, what aiorq.get_current_job() returns in jobs')
+@worker_class_option('Worker class: a subclass of aiorq_worker.Worker')
+@queue_class_option(UNUSED.format('aiorq worker'))
+@CONNECTION_CLASS
 @click.option(
     '--with-scheduler', '-s', is_flag=True, help="Run worker with scheduler (rq's locks; one pass in burst mode)"
 )
@@ -103,7 +114,7 @@ def main() -> None:
 )
 @click.option(
     '--concurrency',
-    type=int,
+    type=click.IntRange(min=1),
     default=DEFAULT_CONCURRENCY,
     show_default=True,
     help='Jobs in flight at once (coroutines on the loop, plain functions in threads)',
@@ -122,6 +133,12 @@ def main() -> None:
     default=None,
     help='Event loop (uvloop when installed)',
 )
+@click.option(
+    '--metrics-port',
+    type=int,
+    default=None,
+    help='Serve Prometheus metrics on this port at /metrics (needs `pip install aiorq[metrics]`)',
+)
 @click.argument('queues', nargs=-1)
 def worker(**options: Any) -> None:
     """Starts an aiorq worker on QUEUES (default: ``default``)."""
@@ -137,16 +154,34 @@ def _logging(options: dict[str, Any], config: dict[str, Any]) -> None:
 
 
 def run(options: dict[str, Any]) -> int:
+    """0 when the worker ends normally; bad option values are usage errors (exit 2); what goes
+    wrong later (settings module, Redis, start-up) is one line on stderr and exit 1, with the
+    traceback only under ``--verbose``."""
+    ctx = click.get_current_context()
+    verbose = options['verbose']
     for path in options['path']:
         sys.path.append(path)  # as rq's CLI does
-    config = read_config_file(options['config']) if options['config'] else {}
-    _logging(options, config)
+    worker_class = clitools.load_class(ctx, 'worker_class', verbose)
+    job_class = clitools.load_class(ctx, 'job_class', verbose)
+    clitools.load_class(
+        ctx, 'queue_class', verbose, no_effect='aiorq worker takes jobs through its protocol layer, not Queue methods'
+    )
+    handlers = [clitools.imported(ctx, 'exception_handler', h, verbose) for h in options['exception_handler']]
+    cls = clitools.connection_class(ctx, verbose)
+    try:
+        config = clitools.settings(ctx, verbose)
+        serializer = clitools.serializer(ctx, options['serializer'] or config.get('SERIALIZER'), verbose)
+        connection = clitools.redis_client(ctx, config, cls)
+        try:
+            _logging(options, config)
+        except ValueError as e:  # an unknown level, a DICT_CONFIG that logging refuses
+            raise CommandError(f'logging: {e}') from e
+        if options['pid']:
+            with open(os.path.expanduser(options['pid']), 'w') as f:
+                f.write(str(os.getpid()))
+    except (CommandError, OSError) as e:
+        return fail(ctx, str(e))
     queues = list(options['queues']) or list(config.get('QUEUES', [])) or ['default']
-    if options['pid']:
-        with open(os.path.expanduser(options['pid']), 'w') as f:
-            f.write(str(os.getpid()))
-    handlers = [import_attribute(h) for h in options['exception_handler']]
-    worker_class = import_attribute(options['worker_class']) if options['worker_class'] else Worker
     loop_name = options['loop_name']
     if loop_name is None:
         try:
@@ -157,7 +192,6 @@ def run(options: dict[str, Any]) -> int:
             loop_name = 'asyncio'
 
     async def serve() -> int:
-        connection = _redis(options['url'], config, options['connection_class'])
         try:
             w = worker_class(
                 queues,
@@ -168,12 +202,14 @@ def run(options: dict[str, Any]) -> int:
                 worker_ttl=options['worker_ttl'],
                 job_monitoring_interval=options['job_monitoring_interval'],
                 maintenance_interval=options['maintenance_interval'],
-                serializer=options['serializer'] or config.get('SERIALIZER'),
+                serializer=serializer,
                 exception_handlers=handlers,
                 disable_default_exception_handler=options['disable_default_exception_handler'],
                 log_job_description=not options['disable_job_desc_logging'],
                 dequeue_strategy=options['dequeue_strategy'],
                 sync_jobs=options['sync_jobs'],
+                **({'job_class': job_class} if job_class is not aiorq.Job else {}),
+                **({'metrics_port': options['metrics_port']} if options['metrics_port'] is not None else {}),
             )
             install_signal_handlers(w)
             await w.work(
@@ -190,13 +226,20 @@ def run(options: dict[str, Any]) -> int:
         except CronConfigError as e:
             click.echo(f'aiorq worker: --cron: {e}', err=True)
             return 1
+        except MetricsError as e:
+            click.echo(f'aiorq worker: --metrics-port: {e}', err=True)
+            return 1
         except RedisError as e:
             # Unreachable, refused credentials, a certificate that does not verify: one line
             # (redis-py's messages name the host and port, never the password), not a traceback.
             if options['verbose']:
                 raise
-            click.echo(f'aiorq worker: Redis error: {type(e).__name__}: {e}', err=True)
-            return 1
+            return fail(ctx, f'Redis error: {type(e).__name__}: {e}')
+        except Exception as e:
+            # A worker class that does not start, a name in use, a settings value it refuses.
+            if verbose:
+                raise
+            return fail(ctx, f'{type(e).__name__}: {e} (--verbose shows the traceback)')
         finally:
             await connection.aclose()
 
@@ -210,10 +253,10 @@ def run(options: dict[str, Any]) -> int:
 @main.command()
 @click.option('--url', '-u', envvar='RQ_REDIS_URL', help='URL describing Redis connection details.')
 @click.option('--config', '-c', envvar='RQ_CONFIG', help='Module containing RQ settings.')
-@click.option('--worker-class', '-w', help='Accepted for compatibility with rq cron (unused)')
-@click.option('--job-class', '-j', help='Accepted for compatibility with rq cron (unused)')
-@click.option('--queue-class', help='Accepted for compatibility with rq cron (unused)')
-@click.option('--connection-class', help='redis.asyncio client class to use')
+@worker_class_option(UNUSED.format('aiorq cron'))
+@job_class_option(UNUSED.format('aiorq cron'))
+@queue_class_option(UNUSED.format('aiorq cron'))
+@CONNECTION_CLASS
 @click.option('--path', '-P', default=['.'], multiple=True, help='Specify the import path.')
 @click.option(
     '--serializer',
@@ -249,18 +292,21 @@ def run_cron(options: dict[str, Any]) -> int:
 
     from .cron import CronConfigError, CronRunner
 
-    def fail(message: str) -> int:
-        click.echo(f'aiorq cron: {message}', err=True)
-        return 1
-
+    ctx = click.get_current_context()
+    verbose = options['verbose']
     for path in options['path']:
         sys.path.append(path)  # as rq's CLI does
+    # rq cron imports these and uses none; aiorq cron says so rather than ignore them.
+    enqueues = 'aiorq cron enqueues through its protocol layer'
+    clitools.load_class(ctx, 'worker_class', verbose, no_effect='aiorq cron runs no jobs')
+    clitools.load_class(ctx, 'job_class', verbose, no_effect=f'{enqueues}, not Job methods')
+    clitools.load_class(ctx, 'queue_class', verbose, no_effect=f'{enqueues}, not Queue methods')
+    cls = clitools.connection_class(ctx, verbose)
     try:
-        settings = read_config_file(options['config']) if options['config'] else {}
-    except Exception as e:
-        if options['verbose']:
-            raise
-        return fail(f"cannot import settings module '{options['config']}': {type(e).__name__}: {e}")
+        settings = clitools.settings(ctx, verbose)
+        connection = clitools.redis_client(ctx, settings, cls)
+    except CommandError as e:
+        return fail(ctx, str(e))
     if settings.get('DICT_CONFIG'):
         logging.config.dictConfig(settings['DICT_CONFIG'])
     else:
@@ -271,7 +317,6 @@ def run_cron(options: dict[str, Any]) -> int:
         logging.getLogger('aiorq.cron').info("Cron jobs use rq's default serializer; --serializer is not used")
 
     async def serve() -> None:
-        connection = _redis(options['url'], settings, options['connection_class'])
         try:
             runner = CronRunner(connection, options['config_path'], name=options['name'])
             runner.load()
@@ -286,13 +331,75 @@ def run_cron(options: dict[str, Any]) -> int:
     try:
         asyncio.run(serve())
     except CronConfigError as e:
-        if options['verbose']:
+        if verbose:
             raise
-        return fail(str(e))
+        return fail(ctx, str(e))
     except (RedisError, OSError) as e:
-        if options['verbose']:
+        if verbose:
             raise
-        return fail(f'Redis error: {type(e).__name__}: {e}')
+        return fail(ctx, f'Redis error: {type(e).__name__}: {e}')
     except KeyboardInterrupt:
         click.echo('\nShutting down cron scheduler...')
+    return 0
+
+
+@main.command()
+@click.option('--url', '-u', envvar='RQ_REDIS_URL', help='URL describing Redis connection details.')
+@click.option('--config', '-c', envvar='RQ_CONFIG', help='Module containing RQ settings.')
+@worker_class_option(UNUSED.format('aiorq info'))
+@job_class_option('Job class: a subclass of aiorq.Job, used to read the jobs in flight')
+@queue_class_option('Queue class: a subclass of aiorq.Queue, used to read the queues')
+@CONNECTION_CLASS
+@click.option('--path', '-P', default=['.'], multiple=True, help='Specify the import path.')
+@click.option('--serializer', '-S', default=None, help='Serializer of the jobs (to read their function names)')
+@click.option(
+    '--interval', '-i', type=click.FloatRange(min=0), help="Updates stats every N seconds (default: don't poll)"
+)
+@click.option('--raw', '-r', is_flag=True, help='Print only the raw numbers, no bar charts')
+@click.option('--only-queues', '-Q', is_flag=True, help='Show only queue info')
+@click.option('--only-workers', '-W', is_flag=True, help='Show only worker info')
+@click.option('--by-queue', '-R', is_flag=True, help='Shows workers by queue')
+@click.option('--verbose', '-v', is_flag=True, help='Show the traceback of an error')
+@click.argument('queues', nargs=-1)
+def info(**options: Any) -> None:
+    """What `rq info` shows, plus each worker's jobs in flight and each aiorq worker's concurrency."""
+    sys.exit(run_info(options))
+
+
+def run_info(options: dict[str, Any]) -> int:
+    """0 after one report (or an interrupted ``--interval`` loop); 1 with one line on stderr."""
+    from .info import Info
+
+    ctx = click.get_current_context()
+    verbose = options['verbose']
+    for path in options['path']:
+        sys.path.append(path)  # as rq's CLI does
+    every_worker = "aiorq info reads every worker's record, whatever its class"
+    clitools.load_class(ctx, 'worker_class', verbose, no_effect=every_worker)
+    job_class = clitools.load_class(ctx, 'job_class', verbose)
+    queue_class = clitools.load_class(ctx, 'queue_class', verbose)
+    serializer = clitools.serializer(ctx, options['serializer'], verbose)
+    cls = clitools.connection_class(ctx, verbose)
+    try:
+        # As rq info: the settings module only matters for finding Redis.
+        settings = {} if options['url'] else clitools.settings(ctx, verbose)
+        connection = clitools.redis_client(ctx, settings, cls)
+    except CommandError as e:
+        return fail(ctx, str(e))
+    report = Info(connection, queue_class, job_class, serializer, raw=options['raw'], by_queue=options['by_queue'])
+
+    async def serve() -> None:
+        try:
+            await report.run(options['queues'], options['interval'], options['only_queues'], options['only_workers'])
+        finally:
+            await connection.aclose()
+
+    try:
+        asyncio.run(serve())
+    except (RedisError, OSError) as e:
+        if verbose:
+            raise
+        return fail(ctx, f'Redis error: {type(e).__name__}: {e}')
+    except KeyboardInterrupt:
+        click.echo()
     return 0

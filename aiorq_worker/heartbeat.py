@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import redis
@@ -25,6 +26,7 @@ class Heartbeat(threading.Thread):
         self.connection = connection
         self.stopping = threading.Event()
         self.wake = threading.Event()
+        self.last_beat: float | None = None  # time.monotonic() of the last beat Redis took
 
     def stop(self) -> None:
         self.stopping.set()
@@ -37,6 +39,7 @@ class Heartbeat(threading.Thread):
             wait: float = interval if self.worker.executions else min(interval, 30)
             try:
                 self.beat()
+                self.last_beat = time.monotonic()
                 retry = 1.0
             except Exception as e:
                 # Soon again (with backoff), not a whole interval later: once Redis is back the

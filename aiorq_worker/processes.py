@@ -44,6 +44,7 @@ def _child(conn: Connection, server: Endpoint, paths: list[str], hooks: Sequence
     from rq.serializers import resolve_serializer
 
     from .state import WorkerState, _current_worker
+    from .tracebacks import user_frames
 
     client = server.sync_client()
     stub = SimpleNamespace(state=WorkerState(), name=f'child-{os.getpid()}')
@@ -66,7 +67,7 @@ def _child(conn: Connection, server: Endpoint, paths: list[str], hooks: Sequence
             finally:
                 rq.job._current_job.reset(token)
         except BaseException:
-            conn.send(('error', format_exc_info(sys.exc_info())))
+            conn.send(('error', format_exc_info(user_frames(sys.exc_info()))))
             continue
         try:
             payload = serializer.dumps(value)

@@ -30,6 +30,7 @@ from aiorq.protocol.batch import SectionError
 
 from .processes import ChildJobError
 from .state import _current_worker
+from .tracebacks import user_frames
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -68,7 +69,7 @@ class Runner:
         return clone
 
     def async_job(self, job: rq.job.Job) -> aiorq.Job:
-        return aiorq.Job._wrap(job, self.worker.connection)
+        return self.worker.job_class._wrap(job, self.worker.connection)
 
     def make_current(self, job: rq.job.Job) -> None:
         """Make the job current for ``rq.get_current_job()`` and ``aiorq.get_current_job()``, and
@@ -195,6 +196,7 @@ class Runner:
             await self.callback(job, job.failure_callback, job.failure_callback_timeout, *exc_info)
         except Exception:
             exc_info = sys.exc_info()
+        exc_info = user_frames(exc_info)  # from the job's own first frame, without the runner's
         worker.handle_exception(job, exc_info)
         if isinstance(exc_info[1], ChildJobError):
             exc_string = str(exc_info[1])  # the traceback as the child process formatted it

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +35,7 @@ from rq.version import VERSION as RQ_VERSION
 from rq.worker import WorkerStatus
 
 import aiorq
+from aiorq import tracing
 from aiorq.connections import endpoint, sync_connection
 from aiorq.protocol import dequeue, finish, workers
 from aiorq.protocol.batch import Combiner
@@ -43,6 +44,7 @@ from .admission import Admission
 from .commands import CommandListener
 from .heartbeat import Heartbeat
 from .maintenance import Maintenance
+from .metrics import WorkerMetrics
 from .processes import ProcessPool
 from .runner import Runner
 from .scheduler import Scheduler
@@ -53,6 +55,15 @@ logger = logging.getLogger('aiorq.worker')
 
 DEFAULT_CONCURRENCY = 16
 Hook = Callable[['Worker'], Awaitable[None]]
+# The runner's outcome lines (see log_end) as metric and span outcomes.
+OUTCOMES = {
+    'Job OK': 'finished',
+    'Job returned Retry': 'retried',
+    'Job failed, retrying': 'retried',
+    'Job failed': 'failed',
+    'Job stopped': 'stopped',
+    'Job cancelled by cold shutdown': 'cancelled',
+}
 
 
 class SuspendedError(Exception):
@@ -65,6 +76,7 @@ class Worker:
     ``concurrency`` jobs run at once: coroutine functions as tasks on the loop, plain functions in
     a thread pool of the same size. ``on_startup``/``on_shutdown`` coroutines receive the worker
     and own resources shared by all jobs through ``worker.state`` (``get_worker_state()`` in a job).
+    ``metrics_port`` serves Prometheus metrics on ``/metrics`` while working (see docs/observability.md).
     """
 
     def __init__(
@@ -86,6 +98,9 @@ class Worker:
         sync_jobs: str = 'thread',
         on_startup: Sequence[Hook] | Hook | None = None,
         on_shutdown: Sequence[Hook] | Hook | None = None,
+        job_class: type[aiorq.Job] | None = None,
+        metrics_port: int | None = None,
+        metrics_address: str = '0.0.0.0',
     ) -> None:
         if isinstance(queues, (str, aiorq.Queue)):
             queues = [queues]
@@ -125,6 +140,12 @@ class Worker:
         self.process_pool: ProcessPool | None = None
         self.on_startup = _hooks(on_startup)
         self.on_shutdown = _hooks(on_shutdown)
+        # What aiorq.get_current_job() and coroutine callbacks get (``aiorq worker -j``).
+        self.job_class: type[aiorq.Job] = job_class or aiorq.Job
+        # Prometheus /metrics while working (MetricsError at once if prometheus_client is missing).
+        self.metrics_port = metrics_port
+        self.metrics_address = metrics_address
+        self.metrics = WorkerMetrics(self) if metrics_port is not None else None
         self.state = WorkerState()
         self.executions: dict[str, dequeue.Execution] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -185,6 +206,8 @@ class Worker:
             'ip_address': self.ip_address,
             'version': RQ_VERSION,
             'python_version': sys.version,
+            # Not an rq field (rq's readers ignore unknown ones): for `aiorq info` and dashboards.
+            'concurrency': self.concurrency,
         }
 
     def idle_state(self) -> str:
@@ -211,7 +234,25 @@ class Worker:
         if not self.executions:
             self.status.poke()
 
+    def execute(self, ex: dequeue.Execution) -> Coroutine[Any, Any, None]:
+        """The coroutine admission runs as the execution's task (in a span when tracing is on)."""
+        if tracing.ENABLED:
+            return self._traced(ex)
+        return self.runner.run(ex)
+
+    async def _traced(self, ex: dequeue.Execution) -> None:
+        with tracing.execution_span(ex.job, ex.queue):
+            await self.runner.run(ex)
+
+    def reconnected(self) -> None:
+        """Admission reached Redis again after losing it."""
+        logger.info('Worker %s: Redis reachable again', self.name)
+        if self.metrics is not None:
+            self.metrics.reconnected()
+
     def log_start(self, ex: dequeue.Execution) -> None:
+        if self.metrics is not None:
+            self.metrics.job_started(ex)
         if self.log_job_description:
             logger.info('%s: %s (%s)', ex.queue, ex.job.description, ex.job.id)
         else:
@@ -222,10 +263,17 @@ class Worker:
             self.failed_job_count += 1
         else:
             self.successful_job_count += 1
+        if self.metrics is not None or tracing.ENABLED:
+            kind = OUTCOMES.get(outcome, 'failed' if error else 'finished')
+            if self.metrics is not None:
+                self.metrics.job_ended(ex, kind)
+            tracing.set_outcome(kind)  # called in the execution's task: its span is current
         (logger.warning if error else logger.info)('%s: %s (%s)', ex.queue, outcome, ex.job.id)
 
     def handle_exception(self, job: RQJob, exc_info: Any) -> None:
         """Custom exception handlers, in order, until one returns a falsy value (rq's rule)."""
+        if tracing.ENABLED:
+            tracing.record_exception(exc_info)
         for handler in self.exception_handlers:
             try:
                 keep_going = handler(job, *exc_info)
@@ -304,7 +352,14 @@ class Worker:
             self.scheduler = Scheduler(self.connection, self.queue_names, serializer=self.serializer)
         if cron is not None:
             self.cron = self._cron_runner(cron)
-        await self.bootstrap()
+        if self.metrics is not None and self.metrics_port is not None:
+            self.metrics.serve(self.metrics_port, self.metrics_address)  # before birth: a taken port fails cleanly
+        try:
+            await self.bootstrap()
+        except BaseException:
+            if self.metrics is not None:
+                self.metrics.close()
+            raise
         admitted = 0
         try:
             await self.start_clocks(burst)
@@ -361,6 +416,8 @@ class Worker:
         """An abandoned job found by maintenance: its failure callback, then the handlers."""
         cb = job.failure_callback
         args = (AbandonedJobError, AbandonedJobError(), None)
+        if self.metrics is not None:
+            self.metrics.job_abandoned(job)
         if cb is not None:
             await self.runner.callback(job, cb, job.failure_callback_timeout, *args)
         self.handle_exception(job, args)
@@ -413,6 +470,8 @@ class Worker:
         await self.admission.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.sync_connection.close()
+        if self.metrics is not None:
+            self.metrics.close()
         logger.info('Worker %s: stopped', self.name)
 
     async def drain(self) -> None:

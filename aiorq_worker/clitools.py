@@ -1,0 +1,153 @@
+"""What the ``aiorq`` commands share: rq's class options (used where aiorq can use the class,
+refused in one line where it cannot), the settings module, the Redis client, one-line errors.
+
+rq 3.0's CLI takes ``-w``/``-j``/``--queue-class``/``--connection-class`` from the option or the
+``RQ_WORKER_CLASS``/``RQ_JOB_CLASS``/``RQ_QUEUE_CLASS``/``RQ_CONNECTION_CLASS`` environment
+variables, never from the ``-c`` settings module; so do these commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, NoReturn
+
+import click
+import redis
+import rq.job
+import rq.queue
+import rq.worker
+from click.core import ParameterSource
+from redis.asyncio import Redis
+from rq.cli.helpers import read_config_file
+from rq.serializers import resolve_serializer
+from rq.utils import import_attribute
+
+import aiorq
+
+from .worker import Worker
+
+# Per class option: aiorq's class, rq's default for the same option, rq's base class.
+_AIORQ: dict[str, type] = {'worker_class': Worker, 'job_class': aiorq.Job, 'queue_class': aiorq.Queue}
+_STOCK: dict[str, type] = {'worker_class': rq.worker.Worker, 'job_class': rq.job.Job, 'queue_class': rq.queue.Queue}
+_STOCK_BASE: dict[str, type] = {
+    'worker_class': rq.worker.BaseWorker,
+    'job_class': rq.job.Job,
+    'queue_class': rq.queue.Queue,
+}
+_LABEL = {'worker_class': 'aiorq_worker.Worker', 'job_class': 'aiorq.Job', 'queue_class': 'aiorq.Queue'}
+
+
+class CommandError(Exception):
+    """Ends a command with ``aiorq <command>: <message>`` on stderr and exit status 1."""
+
+
+def fail(ctx: click.Context, message: str) -> int:
+    click.echo(f'aiorq {ctx.info_name}: {message}', err=True)
+    return 1
+
+
+def bad(ctx: click.Context, name: str, message: str) -> NoReturn:
+    """A usage error (exit 2) on option ``name``, naming the environment variable it came from."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
+        message = f'{message} (from ${param.envvar})'
+    raise click.BadParameter(message, ctx=ctx, param=param)
+
+
+def _why(value: Any, error: Exception) -> str:
+    """``error`` as one line; rq says "Invalid attribute name" also when the module is missing."""
+    if isinstance(error, ValueError) and isinstance(value, str) and '.' in value:
+        try:
+            importlib.import_module(value.rpartition('.')[0])
+        except Exception as e:
+            error = e
+    return f'{type(error).__name__}: {error}'
+
+
+def imported(ctx: click.Context, name: str, value: str, verbose: bool) -> Any:
+    try:
+        return import_attribute(value)
+    except Exception as e:  # the module itself may raise anything while importing
+        if verbose:
+            raise
+        bad(ctx, name, f'cannot import {value!r}: {_why(value, e)}')
+
+
+def load_class(ctx: click.Context, name: str, verbose: bool, no_effect: str | None = None) -> Any:
+    """The class option ``name`` gives. Unset, or naming aiorq's class or rq's default class:
+    aiorq's class. A subclass of aiorq's class: itself, unless the command cannot use one
+    (``no_effect`` says why). Anything else: a usage error."""
+    value = ctx.params.get(name)
+    default = _AIORQ[name]
+    if not value:
+        return default
+    cls = imported(ctx, name, value, verbose)
+    if not isinstance(cls, type):
+        bad(ctx, name, f'{value!r} is not a class')
+    if name == 'worker_class' and no_effect is None and issubclass(cls, rq.worker.BaseWorker):
+        bad(ctx, name, f"{value!r} is stock rq's worker: run it with `rq worker`, or give a subclass of {_LABEL[name]}")
+    if cls is default or cls is _STOCK[name]:
+        return default
+    if no_effect is not None:
+        bad(ctx, name, f'{value!r} has no effect here: {no_effect}')
+    if issubclass(cls, default):
+        return cls
+    if issubclass(cls, _STOCK_BASE[name]):
+        bad(ctx, name, f'{value!r} is a stock rq class, which aiorq does not use: give a subclass of {_LABEL[name]}')
+    bad(ctx, name, f'{value!r} is not a subclass of {_LABEL[name]}')
+
+
+def connection_class(ctx: click.Context, verbose: bool) -> Any:
+    """``--connection-class``: a ``redis.asyncio.Redis`` subclass (rq's default ``redis.Redis``
+    means ``redis.asyncio.Redis``)."""
+    value = ctx.params.get('connection_class')
+    if not value:
+        return Redis
+    cls = imported(ctx, 'connection_class', value, verbose)
+    if cls is redis.Redis:
+        return Redis
+    if isinstance(cls, type) and issubclass(cls, Redis):
+        return cls
+    if isinstance(cls, type) and issubclass(cls, redis.Redis):
+        bad(ctx, 'connection_class', f'{value!r} is a blocking client: give a subclass of redis.asyncio.Redis')
+    bad(ctx, 'connection_class', f'{value!r} is not a subclass of redis.asyncio.Redis')
+
+
+def serializer(ctx: click.Context, value: Any, verbose: bool) -> Any:
+    try:
+        return resolve_serializer(value)
+    except Exception as e:
+        if verbose:
+            raise
+        bad(ctx, 'serializer', _why(value, e))
+
+
+def settings(ctx: click.Context, verbose: bool) -> dict[str, Any]:
+    """The ``-c`` module's UPPERCASE settings, as rq reads them."""
+    module = ctx.params.get('config')
+    if not module:
+        return {}
+    try:
+        return read_config_file(module)
+    except Exception as e:
+        if verbose:
+            raise
+        raise CommandError(f"cannot import settings module '{module}': {type(e).__name__}: {e}") from e
+
+
+def redis_client(ctx: click.Context, config: dict[str, Any], cls: Any) -> Any:
+    """rq's order: ``--url``, else the settings module's ``REDIS_URL``, ``SENTINEL`` (an asyncio
+    Sentinel client), ``REDIS_HOST`` …, else the same names from the environment."""
+    from aiorq.connections import redis_from_config
+
+    url = ctx.params.get('url')
+    if url:
+        try:
+            return cls.from_url(url)
+        except ValueError as e:
+            bad(ctx, 'url', str(e))
+    try:
+        return redis_from_config(config if config else dict(os.environ), cls)
+    except (ValueError, TypeError) as e:
+        raise CommandError(f'bad Redis settings: {e}') from e
