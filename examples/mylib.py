@@ -8,11 +8,17 @@ directory on their import path (``rq worker --path examples my_queue`` or ``PYTH
   with rq's own blocking API and the worker's connection (``rq.Connection`` is gone since rq 2.0).
 * ``async_add`` is a coroutine job: stock rq 3.0 runs it with ``asyncio.run``, and
   ``aiorq.get_current_job()`` works inside it.
+* ``divide`` fails on a zero (examples/test_with_aiorq.py); ``slow_add`` takes a while
+  (examples/mixed_fleet.py).
+* ``sum_of_squares`` fans out into a group of ``square`` jobs and a ``total`` job that depends on
+  them all (examples/fan_out.py); ``count_to`` reports its progress in ``job.meta``
+  (examples/progress.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import rq
 from rq.job import Job as RQJob
@@ -50,3 +56,50 @@ async def async_add(a: int, b: int) -> int:
     await job.save_meta()
     await asyncio.sleep(0)
     return a + b
+
+
+def divide(a: float, b: float) -> float:
+    return a / b
+
+
+def slow_add(a: int, b: int, pause: float = 0.2) -> int:
+    time.sleep(pause)  # stands for real work
+    return a + b
+
+
+def square(n: int) -> int:
+    return n * n
+
+
+async def sum_of_squares(numbers: list[int]) -> str:
+    """Fan out: one ``square`` job per number, enqueued as one ``aiorq.Group``, and a ``total``
+    job released once they all finished. Returns the id of the ``total`` job."""
+    job = aiorq.get_current_job()
+    if job is None:
+        raise RuntimeError('sum_of_squares runs inside a worker')
+    queue = job.queue()
+    group = aiorq.Group(connection=job.connection)
+    squares = await group.enqueue_many(queue, [aiorq.Queue.prepare_data(square, (n,)) for n in numbers])
+    total_job = await queue.enqueue(total, group.name, depends_on=squares)
+    return total_job.id
+
+
+async def total(group_name: str) -> int:
+    """The sum of the return values of a group's jobs."""
+    job = aiorq.get_current_job()
+    if job is None:
+        raise RuntimeError('total runs inside a worker')
+    group = await aiorq.Group.fetch(group_name, connection=job.connection)
+    return sum([await member.return_value() for member in await group.get_jobs()])
+
+
+async def count_to(n: int, pause: float) -> int:
+    """Counts to ``n``, one step per ``pause`` seconds, with its progress in ``job.meta``."""
+    job = aiorq.get_current_job()
+    if job is None:
+        raise RuntimeError('count_to runs inside a worker')
+    for step in range(1, n + 1):
+        await asyncio.sleep(pause)  # stands for one step of real work
+        job.meta['progress'] = step * 100 // n
+        await job.save_meta()  # writes only the meta field: readers see it at once
+    return n

@@ -125,7 +125,7 @@ async def test_example_without_worker_times_out(redis_url: str, conn: Redis) -> 
 
 
 # Manual pages whose every code block is taken from an example script (so the example's test checks it).
-DOCS_FROM_EXAMPLES = {'groups.md': 'groups.py'}
+DOCS_FROM_EXAMPLES = {'groups.md': 'groups.py', 'testing.md': 'test_with_aiorq.py'}
 
 
 @pytest.mark.parametrize(('page', 'script'), sorted(DOCS_FROM_EXAMPLES.items()))
