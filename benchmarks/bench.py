@@ -11,7 +11,8 @@ run from the earliest ``started_at`` to the latest ``ended_at`` found in the job
 interpreter start-up and the worker's own start and stop are not counted; the ``wall s`` column
 shows the whole process for reference).
 
-``make bench`` runs it (``make bench ARGS='--jobs 5000'``).
+Run it directly (``python benchmarks/bench.py --jobs 5000``); ``make bench`` runs ``benchmarks/suite.py``, which
+includes these cases beside arq and saq.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
-"""``benchmarks/bench.py --quick`` runs end to end (its own redis-server, both workers, both kinds)."""
+"""The benchmark scripts run end to end with ``--quick`` (each with its own redis-server):
+``bench.py`` (both workers, both kinds), ``scheduler_lag.py`` and ``suite.py`` (every case; arq and
+saq are absent from the main virtualenv, so the suite must report them as not installed)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_quick(script: str) -> subprocess.CompletedProcess[str]:
+def run_quick(script: str, *extra: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / script), '--quick'],
+        [sys.executable, str(ROOT / 'benchmarks' / script), '--quick', *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -39,3 +43,45 @@ def test_scheduler_lag_quick() -> None:
     assert set(rows) == {'rq', 'aiorq'}, done.stdout
     assert all(r[0] == '6' for r in rows.values()), done.stdout
     assert 'p50 lag rq/aiorq' in done.stdout
+
+
+def test_suite_quick(tmp_path: Path) -> None:
+    out = tmp_path / 'results.jsonl'
+    done = run_quick('suite.py', '--json', str(out))
+    text = done.stdout
+    assert 'FAILED' not in text, text
+    tables = {}
+    for block in text.split('\n== ')[1:]:
+        title, *lines = block.splitlines()
+        tables[title.split('.')[0]] = [line.split() for line in lines[2:] if line.strip()]
+    assert set(tables) >= {'1', '2', '3', '4+7', '5+7', '6', '7', '8', '9'}, text
+
+    def row(table: str, label: str) -> list[str]:
+        rows = [r for r in tables[table] if ' '.join(r).startswith(label + ' ')]
+        assert len(rows) == 1, (table, label, text)
+        return rows[0]
+
+    for table in ('1', '3'):
+        for system in ('aiorq', 'rq'):
+            assert row(table, system)[-1] == 'ok', text
+    assert row('2', 'aiorq')[-1] == 'ok' and row('2', 'rq')[1] == 'n/a', text
+    for table in ('4+7', '5+7', '6', '7'):
+        assert row(table, 'aiorq')[-1] == 'ok', text
+        assert row(table, 'rq SimpleWorker')[-1] == 'ok', text
+    for system in ('arq', 'saq'):
+        if importlib.util.find_spec(system) is None:
+            assert row('1', system)[1:3] == ['not', 'installed'], text
+    assert [r[:2] for r in tables['8']] == [['aiorq', 'c=100'], ['aiorq', 'c=500']], text
+    assert [r[:2] for r in tables['9']] == [['aiorq', 'x1'], ['aiorq', 'x2'], ['aiorq', 'x4']], text
+    assert 'async def: aiorq/rq SimpleWorker throughput ratio' in text
+    verified = [line for line in text.splitlines() if line.startswith('verified: ')]
+    assert verified and int(verified[0].split()[3]) > 0, text
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[0]['type'] == 'header' and records[0]['cpu_count'] >= 1
+    worker = [r for r in records if r['type'] == 'measurement' and r['case'] == 'worker-async']
+    by_system = {r['system']: r for r in worker}
+    for system in ('aiorq', 'rq'):
+        r = by_system[system]
+        assert r['status'] == 'ok' and r['verified'] == r['n'] == 200, r
+        assert r['rate'] > 0 and r['cpu_us_per_job'] > 0 and r['cmds_per_job'] > 0 and r['rss_mb'] > 0, r
