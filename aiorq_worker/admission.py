@@ -213,11 +213,43 @@ class Admission:
         is run here, not left started with nobody running it."""
         known = known or []
         exec_ids = dequeue.new_execution_ids(len(known) + want)
+        self.worker.claims_in_flight += 1
+        try:
+            executions, broken, served, waiting = await self._claim(want, known, exec_ids)
+        finally:
+            self.worker.claims_in_flight -= 1
+        for queue_name, job_id, exec_id, error in broken:
+            logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
+            await finish.fail_unstarted(
+                self.worker.connection,
+                self.worker.name,
+                queue_name,
+                job_id,
+                exec_id,
+                f'Job {job_id} could not be read: {error!r}',
+            )
+        early = self.worker.early_stops
+        loop = asyncio.get_running_loop()
+        for ex in executions:
+            self.worker.executions[ex.id] = ex
+            self.worker.tasks[ex.id] = asyncio.ensure_future(self.worker.execute(ex))
+            if ex.id in early or ex.job.id in early:
+                # Stopped while this claim was in flight: once the execution has begun (its first
+                # step runs before this callback), as if the command had come a moment later.
+                logger.info('Job %s: stop requested while it was being started', ex.job.id)
+                loop.call_soon(self.worker.stop_execution, ex.id)
+        if not self.worker.claims_in_flight:
+            early.clear()
+        return served, len(executions) + len(broken), waiting
+
+    async def _claim(
+        self, want: int, known: list[tuple[str, str]], exec_ids: list[str]
+    ) -> tuple[list[dequeue.Execution], list[tuple[str, str, str, Exception]], list[str], bool]:
         wait = 1.0
         uncertain = False
         while True:
             try:
-                executions, broken, served, waiting = await dequeue.claim_executions(
+                result = await dequeue.claim_executions(
                     self.worker.connection,
                     self.worker.name,
                     self._ordered,
@@ -229,7 +261,7 @@ class Admission:
                     serializer=self.worker.serializer,
                 )
                 self._answered()
-                break
+                return result
             except (RedisConnectionError, RedisTimeoutError, OutOfMemoryError) as e:
                 # A refusal wrote nothing: the caller backs off, unless an earlier send may
                 # have been applied, whose jobs only this call can find again.
@@ -245,17 +277,3 @@ class Admission:
                 )
                 await self._sleep(wait)
                 wait = min(wait * 2, 60)
-        for queue_name, job_id, exec_id, error in broken:
-            logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
-            await finish.fail_unstarted(
-                self.worker.connection,
-                self.worker.name,
-                queue_name,
-                job_id,
-                exec_id,
-                f'Job {job_id} could not be read: {error!r}',
-            )
-        for ex in executions:
-            self.worker.executions[ex.id] = ex
-            self.worker.tasks[ex.id] = asyncio.ensure_future(self.worker.execute(ex))
-        return served, len(executions) + len(broken), waiting

@@ -149,6 +149,10 @@ class Worker:
         self.state = WorkerState()
         self.executions: dict[str, dequeue.Execution] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Stop commands that name no known execution while a claim is in flight: the claim may
+        # have started it in Redis (where the sender saw it) before its reply reached us.
+        self.claims_in_flight = 0
+        self.early_stops: set[str] = set()  # execution ids and job ids
         self.busy_threads = 0
         self.successful_job_count = 0
         self.failed_job_count = 0
@@ -317,12 +321,16 @@ class Worker:
         for ex in list(self.executions.values()):
             if ex.job.id == job_id:
                 found |= self.stop_execution(ex.id)
+        if not found and self.claims_in_flight:
+            self.early_stops.add(job_id)
         return found
 
     def stop_execution(self, execution_id: str) -> bool:
         ex = self.executions.get(execution_id)
         task = self.tasks.get(execution_id)
         if ex is None or task is None:
+            if self.claims_in_flight:
+                self.early_stops.add(execution_id)
             return False
         ex.stopped = True
         task.cancel()

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 import redis
 import rq
 import rq.command
@@ -317,3 +318,34 @@ async def test_more_bad_input_is_recorded_and_the_worker_keeps_serving(conn: Red
     assert last_lines[bad_timeout.id].startswith(f'Job {bad_timeout.id} could not be read')
     assert sync_conn.zcard('rq:wip:q') == 0
     assert sync_conn.llen('rq:queue:q') == 0
+
+
+@pytest.mark.parametrize('command', ['stop-execution', 'stop-job'])
+async def test_stop_command_that_races_the_claim(
+    command: str, conn: Redis, sync_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop command sent once the job shows as started in Redis, but handled before the claim's
+    reply has reached the worker, still stops the execution (it used to be ignored: the worker
+    did not know the execution yet)."""
+    from aiorq.protocol import dequeue
+
+    job = await Queue('q', connection=conn).enqueue(tasks.async_sleep_for, 30)
+    real_claim = dequeue.claim_executions
+    sent: list[str] = []
+
+    async def claim_then_stop(*args: Any, **kwargs: Any) -> Any:
+        result = await real_claim(*args, **kwargs)
+        if result[0] and not sent:
+            member = sync_conn.zrange('rq:wip:q', 0, -1)[0].decode()
+            if command == 'stop-execution':
+                rq.command.send_stop_execution_command(sync_conn, job.id, member.split(':')[1])
+            else:
+                rq.command.send_stop_job_command(sync_conn, job.id)
+            sent.append(member)
+            await asyncio.sleep(0.5)  # the worker's command listener handles it meanwhile
+        return result
+
+    monkeypatch.setattr(dequeue, 'claim_executions', claim_then_stop)
+    await asyncio.wait_for(Worker('q', connection=conn, name='racing-stopper').work(burst=True), 10)
+    assert sent
+    assert await job.get_status() == JobStatus.STOPPED
