@@ -26,12 +26,24 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check aiorq aiorq_worker tests examples benchmarks
 	$(VENV)/bin/mypy
 
-## Throughput: stock rq SimpleWorker vs aiorq worker on no-op jobs (private redis-server).
-bench: $(STAMP)
-	$(PY) benchmarks/bench.py $(ARGS)
+## Every benchmark case, aiorq vs stock rq vs arq vs saq, in one run (private redis-server), from its
+## own virtualenv: aiorq (editable) + arq + saq (saq 0.26 imports typing_extensions without declaring it).
+## `make bench ARGS='--quick'` is the smoke test; benchmarks/bench.py and scheduler_lag.py run on their own.
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+
+$(BENCH_STAMP): setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(BENCH_PY) -m pip install --quiet -e . arq saq typing_extensions
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_PY) benchmarks/suite.py $(ARGS)
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) site build dist *.egg-info
+	rm -rf $(VENV) .venv-* site build dist *.egg-info

@@ -156,8 +156,11 @@ def make_certificates(directory: Path) -> Certificates:
     c = Certificates(directory)
     key = ['-newkey', 'rsa:2048', '-nodes']
     for name in ('ca', 'other-ca'):
+        # keyUsage: Python 3.13's default context verifies strictly (VERIFY_X509_STRICT) and
+        # rejects a CA certificate without it.
         _openssl('req', '-x509', *key, '-keyout', f'{name}.key', '-out', f'{name}.crt', '-days', '2',
-                 '-subj', f'/CN=aiorq test {name}', cwd=directory)  # fmt: skip
+                 '-subj', f'/CN=aiorq test {name}', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+                 cwd=directory)  # fmt: skip
     (directory / 'server.ext').write_text('subjectAltName=IP:127.0.0.1,DNS:localhost\n')
     (directory / 'client.ext').write_text('extendedKeyUsage=clientAuth\n')
     for name in ('server', 'client'):
