@@ -13,10 +13,10 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from rq.job import Job as RQJob
 from rq.job import JobStatus
-from rq.utils import as_text, now, str_to_date, utcformat
+from rq.utils import as_text, now, utcformat
 
 from . import keys, scripts, wire
-from .codec import restore_job
+from .codec import parse_date, restore_job
 from .workers import heartbeat_ttl
 
 logger = logging.getLogger('aiorq.protocol')
@@ -239,6 +239,7 @@ async def claim_executions(
     known = known or []
     assert len(exec_ids) == len(known) + want
     ts_dt = now()
+    ts_text = utcformat(ts_dt)  # microseconds kept: the text stands for exactly ts_dt
     nowf = ts_dt.timestamp()
     ks = [keys.worker(worker_name), keys.worker_executions(worker_name)]
     for q in queue_names:
@@ -246,7 +247,7 @@ async def claim_executions(
     exec_prefix = keys.execution('\0', '').partition('\0')[0]
     argv: list[Any] = [
         worker_name,
-        utcformat(ts_dt),
+        ts_text,
         repr(nowf),
         int(nowf),
         interval,
@@ -292,7 +293,7 @@ async def claim_executions(
             }
         )
         job._aiorq_stored = stored  # type: ignore[attr-defined]
-        started_at = str_to_date(stamp)
+        started_at = ts_dt if stamp == ts_text else parse_date(stamp)  # a replay keeps its own
         job.worker_name = worker_name
         job.last_heartbeat = started_at
         job.started_at = started_at
