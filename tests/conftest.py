@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 import redis
 from redis.asyncio import Redis
 
@@ -25,6 +27,21 @@ from redis_server import RedisServer  # noqa: E402
 
 RQ_DB = 1  # where stock rq acts in differential tests
 AIORQ_DB = 2  # where aiorq acts
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope='session')
+async def no_leftover_tasks() -> AsyncIterator[None]:
+    """Tasks a test started and left running (a worker of a test that failed before stopping it)
+    are cancelled after it: the tests share one event loop, and a stray worker serving the next
+    test's queues would fail that test too."""
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=10)
 
 
 @pytest.fixture(scope='session')
