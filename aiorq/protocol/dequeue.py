@@ -8,7 +8,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 from rq.job import Job as RQJob
@@ -183,15 +183,25 @@ async def pop(conn: Redis, queue_names: list[str], want: int, single: bool) -> l
 
 
 async def blocking_pop(conn: Redis, queue_names: list[str], timeout: float, single: bool) -> tuple[str, str] | None:
-    """``BLMOVE`` into the intermediate list (one queue) or ``BLPOP`` (several), as rq does."""
+    """``BLMOVE`` into the intermediate list (one queue) or ``BLPOP`` (several), as rq does.
+
+    The reply is awaited for the block's time plus :data:`POP_READ_MARGIN` (``conn`` has no socket
+    timeout, so that the block is not cut): a server that stops answering (a partition, a host that
+    vanished without closing the connection) raises ``TimeoutError`` instead of hanging the worker.
+    """
+    wait = timeout + POP_READ_MARGIN
     if single:
         q = queue_names[0]
-        job_id = await conn.blmove(keys.queue(q), keys.intermediate(q), int(timeout), 'LEFT', 'RIGHT')
+        args: tuple[Any, ...] = ('BLMOVE', keys.queue(q), keys.intermediate(q), 'LEFT', 'RIGHT', int(timeout))
+        job_id = await wire.blocking_command(conn, args, wait)
         return None if job_id is None else (q, as_text(job_id))
-    result = cast(Any, await conn.blpop([keys.queue(q) for q in queue_names], timeout))
+    result = await wire.blocking_command(conn, ('BLPOP', *[keys.queue(q) for q in queue_names], timeout), wait)
     if result is None:
         return None
     return keys.queue_name(as_text(result[0])), as_text(result[1])
+
+
+POP_READ_MARGIN = 10.0  # seconds
 
 
 async def push_back(conn: Redis, queue_name: str, job_id: str, single: bool) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import scripts
 
@@ -212,7 +213,12 @@ async def blocking_command(client: Redis, args: tuple[Any, ...], wait: float) ->
     connection = await _connection(pool)
     try:
         await connection.send_packed_command(packed)
-        return await connection.read_response(timeout=wait)
+        try:
+            # read_response's own timeout replaces the socket timeout, but when it expires it
+            # returns None, like a nil reply: the outer limit, a second shorter, decides instead.
+            return await asyncio.wait_for(connection.read_response(timeout=wait + 1), wait)
+        except asyncio.TimeoutError:
+            raise RedisTimeoutError(f'no reply from Redis within {wait:.0f} s') from None
     except BaseException:
         # Cut short (timeout, cancellation): the reply may still come, out of step with the next
         # command, so this connection goes.

@@ -13,10 +13,12 @@ past; a planted execution that nobody beats for ("ghost") shows the janitor did 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 import rq
 import tasks
@@ -181,3 +183,33 @@ def test_a_redis_slower_than_the_client_timeout(
     assert conn.zcard(f'rq:wip:{QUEUE}') == 0
     assert conn.scard('rq:worker:patient:executions') == 0
     print(f'\nRedis asleep 7s: {len(ids)} jobs, 0 lost, none twice; all done {recovered:.1f}s after it woke')
+
+
+async def test_blocking_pop_gives_up_on_a_silent_server(
+    fault_redis: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's blocking pop runs without a socket timeout (a pop may block for minutes), but
+    its reply is awaited only for the block plus a margin: a server that stops answering without
+    closing the connection (frozen here with SIGSTOP) raises TimeoutError, which admission
+    handles like any lost connection, instead of hanging the worker for good."""
+    from redis.asyncio import Redis
+
+    from aiorq.connections import blocking_client
+    from aiorq.protocol import dequeue
+
+    server = fault_redis()
+    client = blocking_client(Redis.from_url(server.url()))
+    assert await client.ping()  # the connection the pop will use is open
+    monkeypatch.setattr(dequeue, 'POP_READ_MARGIN', 1.0)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            await dequeue.blocking_pop(client, ['q'], 1, True)
+        assert 1.5 < time.monotonic() - started < 10
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    # The broken connection was dropped: the next pop works on a fresh one.
+    assert await dequeue.blocking_pop(client, ['q'], 1, True) is None
+    await client.aclose()
