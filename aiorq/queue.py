@@ -383,14 +383,17 @@ class Queue:
         """Enqueue many jobs at once; ``group_id`` is stored on each job as rq does."""
         seen: set[str] = set()
         items: list[tuple[Job, bool]] = []
-        for data in job_datas:
+        datas = list(job_datas)
+        # A batch without dependencies is written in one call that serializes every job before
+        # anything is sent; any other batch is checked job by job as it is created.
+        create = self._create_job if pipeline is None and not any(d.depends_on for d in datas) else self.create_job
+        for data in datas:
             if data.job_id is not None:
                 if data.job_id in seen:
                     raise ValueError(f"Job ID '{data.job_id}' appears more than once in enqueue_many()")
                 seen.add(data.job_id)
             status = JobStatus.DEFERRED if data.depends_on else JobStatus.QUEUED
-            # Jobs written by the one-call path are serialized there, before anything is sent.
-            job = (self._create_job if pipeline is None and not data.depends_on else self.create_job)(
+            job = create(
                 data.func,
                 args=data.args,
                 kwargs=data.kwargs,

@@ -152,19 +152,11 @@ class _IdRegistry(BaseRegistry):
     """Registries whose members are bare job ids: they can add, remove and requeue."""
 
     async def add(self, job: Job, ttl: int = 0, pipeline: Any = None, xx: bool = False) -> int:
-        if pipeline is not None:
-            value: int | str = ttl if ttl < 0 else p.registries.current_timestamp() + ttl
-            pipeline.zadd(self.key, {job.id: '+inf' if value == -1 else value}, xx=xx)
-            return 0
-        return await p.registries.add(self.connection, self.kind, self.name, job.id, ttl, xx)
+        return await p.registries.add(self.connection, self.kind, self.name, job.id, ttl, xx, pipeline)
 
     async def remove(self, job: Job | str, pipeline: Any = None, delete_job: bool = False) -> int:
         job_id = job if isinstance(job, str) else job.id
-        if pipeline is not None:
-            pipeline.zrem(self.key, job_id)
-            result = 0
-        else:
-            result = await p.registries.remove(self.connection, self.kind, self.name, job_id)
+        result = await p.registries.remove_members(self.connection, self.kind, self.name, [job_id], pipeline)
         if delete_job:
             target = (
                 job

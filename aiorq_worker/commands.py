@@ -75,7 +75,12 @@ class CommandListener:
             # stop-job matches the id against every in-flight job; stop-execution is exact.
             target = str(payload.get('job_id' if command == 'stop-job' else 'execution_id'))
             stopped = worker.stop_job(target) if command == 'stop-job' else worker.stop_execution(target)
-            outcome = 'stopping' if stopped else 'ignored, not running here'
+            if stopped:
+                outcome = 'stopping'
+            elif target in worker.early_stops:
+                outcome = 'kept: a claim in flight may be starting it'
+            else:
+                outcome = 'ignored, not running here'
             logger.info('Worker %s: %s %s %s', worker.name, command, target, outcome)
         elif command == 'kill-horse':
             # An asyncio worker has no horse; like rq's SimpleWorker it ignores the command.

@@ -154,11 +154,17 @@ async def score(conn: Redis, kind: str, name: str, member: str) -> float | None:
     return None if value is None else float(value)
 
 
-async def add(conn: Redis, kind: str, name: str, job_id: str, ttl: int = 0, xx: bool = False) -> int:
-    """``BaseRegistry.add``: score now+ttl, a negative ttl as is, -1 meaning ``+inf``."""
+async def add(
+    conn: Redis, kind: str, name: str, job_id: str, ttl: int = 0, xx: bool = False, pipeline: Any = None
+) -> int:
+    """``BaseRegistry.add``: score now+ttl, a negative ttl as is, -1 meaning ``+inf`` (0 when
+    buffered in a pipeline)."""
     value: int | str = ttl if ttl < 0 else current_timestamp() + ttl
     if value == -1:
         value = '+inf'
+    if pipeline is not None:
+        pipeline.zadd(keys.registry(kind, name), {job_id: value}, xx=xx)
+        return 0
     return cast(int, await conn.zadd(keys.registry(kind, name), {job_id: value}, xx=xx))
 
 
@@ -182,10 +188,6 @@ async def schedule(conn: Redis, name: str, job_id: str, score: int, pipeline: An
         pipe.zadd(keys.registry('scheduled', name), {job_id: score})
         buffer_wakeup(pipe, name, score)
         return int((await pipe.execute())[0])
-
-
-async def remove(conn: Redis, kind: str, name: str, job_id: str) -> int:
-    return int(await conn.zrem(keys.registry(kind, name), job_id))
 
 
 async def remove_members(conn: Redis, kind: str, name: str, members: list[str], pipeline: Any = None) -> int:

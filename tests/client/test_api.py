@@ -204,6 +204,17 @@ async def test_deliberate_deviations(conn: Redis, sync_conn: redis.Redis) -> Non
     with pytest.raises(TypeError, match='cannot be serialized'):
         await q.enqueue(tasks.echo, asyncio.Lock().__class__, lock=_Unpicklable())
     assert sync_conn.keys('*') == []
+    # In a batch: the one-call path (no dependencies) and the per-job path (a dependency) both
+    # name the job and write nothing for any job of the batch.
+    fine = Queue.prepare_data(tasks.add, (1, 2))
+    bad = Queue.prepare_data(tasks.echo, kwargs={'lock': _Unpicklable()})
+    dependent = Queue.prepare_data(tasks.add, (3, 4), depends_on='parent')
+    for batch in ([fine, bad], [fine, dependent, bad]):
+        with pytest.raises(TypeError, match='Job for tests.tasks.echo|Job for tasks.echo'):
+            await q.enqueue_many(batch)
+        assert sync_conn.keys('*') == []
+    with pytest.raises(TypeError, match='cannot be serialized'):
+        q.create_job(tasks.echo, kwargs={'lock': _Unpicklable()})
     with pytest.raises(ValueError, match='synchronous queues'):
         Queue('q', connection=conn, is_async=False)
 
