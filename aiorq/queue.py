@@ -124,6 +124,13 @@ class Queue:
         self._codec = p.codec.codec_queue(name, self.serializer, default_timeout)
         self._default_timeout: int = self._codec._default_timeout
         self.job_class: type[Job] = checked_job_class(job_class)
+        # A queue with such a name can be read (its keys may exist), never written to.
+        self._reserved = p.keys.reserved_queue_name(name)
+
+    def _refuse_reserved(self) -> None:
+        """Every enqueue path passes here before anything is written (aiorq's rule, not rq's)."""
+        if self._reserved is not None:
+            raise ValueError(f'Queue name {self.name!r} is reserved: {self._reserved}')
 
     @property
     def connection(self) -> Redis:
@@ -267,6 +274,7 @@ class Queue:
     def _create_job(self, func: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Job:
         """:meth:`create_job` without the serialization check (for callers that serialize
         the job before anything is sent, so a bad argument still writes nothing)."""
+        self._refuse_reserved()
         check_importable(func)
         warn_coroutine_callbacks(
             on_success=options.get('on_success'),
@@ -362,6 +370,7 @@ class Queue:
 
     async def enqueue_job(self, job: Job, pipeline: Any = None, at_front: bool = False, unique: bool = False) -> Job:
         """Enqueue a created job, deferring it while a dependency is unfinished."""
+        self._refuse_reserved()
         await p.enqueue.enqueue_job(
             self.connection,
             job._rq,
@@ -454,6 +463,7 @@ class Queue:
         return await self.enqueue_at(now() + time_delta, func, *args, **kwargs)
 
     async def schedule_job(self, job: Job, datetime: datetime, pipeline: Any = None, unique: bool = False) -> Job:
+        self._refuse_reserved()
         await p.enqueue.schedule_job(self.connection, job._rq, self.name, datetime, pipeline=pipeline, unique=unique)
         return job
 

@@ -1,11 +1,16 @@
 """``aiorq info``: the lines and counts ``rq info`` prints, plus what an asyncio worker adds:
 each worker's executions in flight (job, function, running for how long) and, for aiorq
-workers, their concurrency (the ``concurrency`` field of the worker record)."""
+workers, their concurrency (the ``concurrency`` field of the worker record).
+
+It runs on an operator's machine against data anyone who can write rq's keys may have crafted,
+so it never deserializes a job's ``data`` or ``meta``: a job is shown by rq's ``description``
+text, and the registries' cleanup reads jobs with a serializer that refuses to load."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from shutil import get_terminal_size
@@ -14,20 +19,44 @@ from typing import Any
 import click
 from redis.asyncio import Redis
 from rq.cli.helpers import get_scale, green, pad, state_symbol
-from rq.exceptions import NoSuchJobError
 from rq.utils import now
 
 import aiorq
 from aiorq import protocol as p
 from aiorq.registry import clean_registries
 
+# rq's description of a job it made: ``module.function(args…)`` (``get_call_string``).
+_CALL = re.compile(r'([A-Za-z_][\w.]*)\(')
+
 
 @dataclass
 class Running:
     job_id: str
     execution_id: str
-    func: str
+    func: str  # the function named by the description, else the description itself
     seconds: float
+
+
+class NeverLoads:
+    """A serializer whose ``loads`` refuses: rq's job restore then keeps an unreadable ``meta`` as
+    its raw bytes (and writes them back unchanged) instead of running a pickle."""
+
+    def __init__(self, serializer: Any) -> None:
+        self.serializer = serializer
+
+    def dumps(self, obj: Any) -> bytes:
+        return bytes(self.serializer.dumps(obj))
+
+    def loads(self, data: bytes) -> Any:
+        raise ValueError('aiorq info does not deserialize job data')
+
+
+def shown(description: str) -> str:
+    """What names a job on screen: the function of rq's call string, else the description; any
+    character that is not printable (a terminal escape in a crafted description) becomes ``?``."""
+    m = _CALL.match(description)
+    text = m.group(1) if m else description or '?'
+    return ''.join(c if c.isprintable() else '?' for c in text)
 
 
 @dataclass
@@ -74,8 +103,9 @@ class Info:
 
     async def open_queues(self, names: Sequence[str]) -> list[aiorq.Queue]:
         """The named queues, else every queue; cleaned as ``rq info`` cleans them (registries,
-        then the worker sets)."""
-        conn, kwargs = self.connection, {'job_class': self.job_class, 'serializer': self.serializer}
+        then the worker sets), reading the jobs it fails without loading them."""
+        conn = self.connection
+        kwargs: dict[str, Any] = {'job_class': self.job_class, 'serializer': NeverLoads(self.serializer)}
         if names:
             queues = [self.queue_class(name, connection=conn, **kwargs) for name in names]
         else:
@@ -128,7 +158,8 @@ class Info:
             if w.concurrency is not None:
                 click.echo(f'concurrency {w.name} {w.concurrency}')
             for r in w.running:
-                click.echo(f'execution {w.name} {r.job_id} {r.execution_id} {r.func} {r.seconds:.1f}')
+                func = r.func.replace(' ', '_')  # one field per word, as the line's readers split it
+                click.echo(f'execution {w.name} {r.job_id} {r.execution_id} {func} {r.seconds:.1f}')
             return
         click.echo(f'{w.label}: {state_symbol(w.state)} {w.queues}. {w.jobs}')
         if w.concurrency is not None:
@@ -146,16 +177,11 @@ class Info:
         """The worker's executions, oldest first; one whose job is gone has just ended."""
         found = []
         stamp = now()
-        for ex in await p.workers.current_executions(self.connection, worker_name):
-            try:
-                job = await self.job_class.fetch(ex.job_id, self.connection, self.serializer)
-            except NoSuchJobError:
-                continue
-            try:
-                func = job.func_name
-            except Exception:  # data this serializer cannot read: the description still helps
-                func = job.description or '?'
-            found.append(Running(ex.job_id, ex.id, func, (stamp - ex.created_at).total_seconds()))
+        executions = await p.workers.current_executions(self.connection, worker_name)
+        descriptions = await p.jobs.descriptions(self.connection, [ex.job_id for ex in executions])
+        for ex, description in zip(executions, descriptions):
+            if description is not None:
+                found.append(Running(ex.job_id, ex.id, shown(description), (stamp - ex.created_at).total_seconds()))
         return sorted(found, key=lambda r: -r.seconds)
 
     async def show(self, queues: list[aiorq.Queue], only_queues: bool, only_workers: bool) -> None:

@@ -62,6 +62,13 @@ class WorkerMetrics:
         self.duration = Histogram(
             'aiorq_job_duration_seconds', 'Execution time, outcome write included', LABELS, registry=r
         )
+        self.loop_blocks = Histogram(
+            'aiorq_loop_blocked_seconds',
+            'Times a job (or other code) held the event loop for a second or more, and for how long',
+            LABELS,
+            buckets=(1, 2, 5, 10, 30, 60, 180, 600, float('inf')),
+            registry=r,
+        )
         self.reconnects = Counter(
             'aiorq_redis_reconnects', 'Times job admission lost Redis and reached it again', registry=r
         )
@@ -100,10 +107,16 @@ class WorkerMetrics:
     def reconnected(self) -> None:
         self.reconnects.inc()
 
+    def loop_blocked(self, seconds: float, ex: dequeue.Execution | None) -> None:
+        """A block of the event loop, by the execution that held it (empty labels: none known)."""
+        labels = (ex.queue, func_name(ex.job)) if ex is not None else ('', '')
+        self.loop_blocks.labels(*labels).observe(seconds)
+
     # -- serving ----------------------------------------------------------------------------
 
-    def serve(self, port: int, address: str = '0.0.0.0') -> None:
-        """Serve ``/metrics`` from a daemon thread (port 0: any free port, see ``self.port``)."""
+    def serve(self, port: int, address: str = '127.0.0.1') -> None:
+        """Serve ``/metrics`` from a daemon thread (port 0: any free port, see ``self.port``); on
+        loopback unless told otherwise, since the page names queues and functions."""
         self._loop = asyncio.get_running_loop()
         try:
             started = start_http_server(port, address, registry=self.registry)

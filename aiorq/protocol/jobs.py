@@ -51,6 +51,22 @@ async def fetch_many(conn: Redis, job_ids: Sequence[str], serializer: Any = None
     return [restore_job(i, raw, serializer) if raw else None for i, raw in zip(ids, raws)]
 
 
+async def descriptions(conn: Redis, job_ids: Sequence[str]) -> list[str | None]:
+    """Each job's ``description`` as text, read without deserializing anything (for tools that
+    only show jobs); ``None`` for a job whose hash is gone, ``''`` for one without a description."""
+    if not job_ids:
+        return []
+    async with conn.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.exists(keys.job(job_id))
+            pipe.hget(keys.job(job_id), 'description')
+        replies = await pipe.execute()
+    return [
+        None if not found else raw.decode(errors='replace') if isinstance(raw, bytes) else raw or ''
+        for found, raw in zip(replies[::2], replies[1::2])
+    ]
+
+
 async def get_status(conn: Redis, job_id: str) -> JobStatus | None:
     return parse_status(await conn.hget(keys.job(job_id), 'status'))
 

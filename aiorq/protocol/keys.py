@@ -66,7 +66,29 @@ def queue_name(key: str) -> str:
 
 
 def intermediate(name: str) -> str:
-    return queue(name) + ':intermediate'
+    return queue(name) + INTERMEDIATE_SUFFIX
+
+
+# rq's own keys under the queue prefix besides each queue's list (rq-protocol §2.2), as the
+# suffix (or prefix) of a queue name whose list key would be that key.
+INTERMEDIATE_SUFFIX = ':intermediate'
+FIRST_SEEN_INFIX = INTERMEDIATE_SUFFIX + ':first_seen:'
+COMPACT_PREFIX = '_compact:'
+
+
+def reserved_queue_name(name: str) -> str | None:
+    """Why a queue called ``name`` would share its list key with one of rq's keys under
+    ``rq:queue:`` (``None``: it would not). rq accepts such names; their jobs are then failed as
+    stuck in another queue's intermediate list, or a compaction renames its list over theirs."""
+    if name.endswith(INTERMEDIATE_SUFFIX):
+        owner = name[: -len(INTERMEDIATE_SUFFIX)]
+        return f"its key {queue(name)} is rq's intermediate list of queue {owner!r}"
+    if FIRST_SEEN_INFIX in name:
+        owner = name[: name.index(FIRST_SEEN_INFIX)]
+        return f"its key {queue(name)} has the shape of rq's stuck-job marker of queue {owner!r}"
+    if name.startswith(COMPACT_PREFIX):
+        return f"its key {queue(name)} has the shape of rq's temporary list for compacting a queue"
+    return None
 
 
 def job(job_id: str) -> str:

@@ -5,10 +5,12 @@ suspension."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution as RQExecution
 from rq.utils import as_text, current_timestamp, decode_redis_hash, now, utcformat
@@ -18,6 +20,8 @@ from .codec import NOIO
 
 if TYPE_CHECKING:
     from .dequeue import Execution
+
+logger = logging.getLogger('aiorq.protocol')
 
 
 class Subscription:
@@ -168,6 +172,19 @@ async def client_address(conn: Redis, name: str) -> str:
     except Exception:
         pass
     return 'unknown'
+
+
+async def eviction_policy(conn: Redis) -> str | None:
+    """Redis's ``maxmemory-policy``, from ``INFO memory`` rather than ``CONFIG GET``: ACL users and
+    managed Redis services that refuse ``CONFIG`` (which also reveals passwords) usually allow
+    ``INFO``, which stock rq reads too. ``None`` when refused: that must not stop a worker."""
+    try:
+        info = await conn.info('memory')
+    except ResponseError as e:
+        logger.debug('maxmemory-policy unknown: INFO memory refused (%s)', e)
+        return None
+    policy = info.get('maxmemory_policy')
+    return as_text(policy) if policy else None
 
 
 async def register_birth(conn: Redis, name: str, queue_names: list[str], fields: dict[str, Any], ttl: int) -> None:

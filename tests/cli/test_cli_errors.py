@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import cli_page
@@ -105,11 +106,43 @@ def test_settings_module_that_raises(dead_url: str, cron_config: str, tmp_path: 
         ('--exception-handler', 'no_such_mod.handler', "No module named 'no_such_mod'"),
         ('--serializer', 'no_such_mod.Serializer', "No module named 'no_such_mod'"),
         ('--url', 'nosuch://x', 'Redis URL must specify one of the following schemes'),
+        # rq runs one job with --max-jobs 0 or -1; aiorq says the value makes no sense.
+        ('--max-jobs', '-1', '-1 is not in the range x>=1'),
+        ('--max-jobs', '0', '0 is not in the range x>=1'),
+        ('--max-idle-time', '-1', '-1 is not in the range x>=1'),
+        ('--max-idle-time', '0', '0 is not in the range x>=1'),
+        ('--worker-ttl', '0', '0 is not in the range x>=1'),
+        ('--metrics-port', '99999', '99999 is not in the range 1<=x<=65535'),
+        ('--metrics-port', '0', '0 is not in the range 1<=x<=65535'),
+        ('--metrics-host', '0.0.0.0', 'serves nothing without --metrics-port'),
     ],
 )
 def test_bad_worker_option_values_are_usage_errors(option: str, value: str, message: str, dead_url: str) -> None:
     result = invoke(['worker', '--url', dead_url, option, value])
     assert message in usage_error(result, option)
+
+
+@pytest.mark.parametrize(
+    'name, why',
+    [
+        ('x:intermediate', "its key rq:queue:x:intermediate is rq's intermediate list of queue 'x'"),
+        (
+            'q:intermediate:first_seen:ab',
+            "its key rq:queue:q:intermediate:first_seen:ab has the shape of rq's stuck-job",
+        ),
+        ('_compact:1', "its key rq:queue:_compact:1 has the shape of rq's temporary list for compacting a queue"),
+    ],
+)
+def test_worker_refuses_reserved_queue_names(name: str, why: str, dead_url: str, tmp_path: Path) -> None:
+    """A queue whose list key is one of rq's own keys: a usage error as an argument, one line
+    (exit 1) from the settings module's QUEUES; refused before Redis is reached."""
+    error = usage_error(invoke(['worker', '--url', dead_url, 'default', name]), '[QUEUES]...')
+    assert f'queue name {name!r} is reserved: {why}' in error
+    module = f'reserved_settings_{uuid.uuid4().hex}'  # one per case: imported modules are cached
+    (tmp_path / f'{module}.py').write_text(f'QUEUES = ["default", {name!r}]\n')
+    result = invoke(['worker', '--url', dead_url, '-c', module, '-P', str(tmp_path)])
+    assert result.exit_code == 1
+    assert why in one_line(result, f'aiorq worker: QUEUES: queue name {name!r} is reserved: its key ')
 
 
 def test_real_command_line(dead_url: str) -> None:

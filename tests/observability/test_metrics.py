@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docs_page
+import pytest
 import redis
 import rq
 import tasks
@@ -143,8 +145,6 @@ def test_scraped_metrics(sync_conn: redis.Redis, redis_url: str, processes: Proc
 
 
 def test_metrics_port_taken(sync_conn: redis.Redis, redis_url: str, processes: Processes) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(('0.0.0.0', 0))
         taken.listen()
@@ -152,9 +152,60 @@ def test_metrics_port_taken(sync_conn: redis.Redis, redis_url: str, processes: P
         proc = processes.start('taken', aiorq_worker(redis_url, '--burst', '--metrics-port', str(port)))
         assert proc.wait(30) == 1
     out = processes.log(proc)
-    assert f'aiorq worker: --metrics-port: cannot serve metrics on 0.0.0.0:{port}' in out, out
+    assert f'aiorq worker: --metrics-port: cannot serve metrics on 127.0.0.1:{port}' in out, out
     assert 'Traceback' not in out
     assert not sync_conn.keys('rq:worker:*')  # it failed before registering
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine other than loopback, that a socket can bind to."""
+    candidates = [socket.gethostbyname(socket.gethostname())]
+    for cmd in (['hostname', '-I'], ['ip', '-4', '-o', 'addr']):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+        except OSError:
+            continue
+        candidates += re.findall(r'(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])', out)
+    for address in candidates:
+        if address.startswith('127.') or address.endswith('.255') or address == '0.0.0.0':
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((address, 0))
+            except OSError:
+                continue
+        return address
+    return None
+
+
+def accepts(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_metrics_listen_on_loopback_unless_told(sync_conn: redis.Redis, redis_url: str, processes: Processes) -> None:
+    """The page names the queues and functions: by default only this machine can read it;
+    ``--metrics-host 0.0.0.0`` opens it to every interface."""
+    outside = non_loopback_address()
+    port = free_port()
+    proc = processes.start('loopback', aiorq_worker(redis_url, '--metrics-port', str(port), 'q'))
+    wait_until(lambda: accepts('127.0.0.1', port), 'the metrics server')
+    assert scrape(port), processes.log(proc)
+    if outside is None:
+        pytest.skip('this machine has no IPv4 address besides loopback')
+    assert not accepts(outside, port), f'metrics reachable on {outside}:{port}'
+    assert proc.poll() is None, processes.log(proc)
+
+    port = free_port()
+    proc = processes.start('open', aiorq_worker(redis_url, '--metrics-port', str(port), '--metrics-host', '0.0.0.0'))
+    wait_until(lambda: accepts('127.0.0.1', port), 'the metrics server')
+    assert accepts(outside, port)
+    with urllib.request.urlopen(f'http://{outside}:{port}/metrics', timeout=5) as response:
+        assert b'aiorq_executions_in_flight' in response.read()
+    assert proc.poll() is None, processes.log(proc)
 
 
 def test_metrics_port_as_documented(sync_conn: redis.Redis, redis_url: str, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import redis
 import rq
 import tasks
 from processes import Processes
+from redis_server import free_port
 
 SHADOWED = ('prometheus_client', 'opentelemetry', 'sentry_sdk')
 
@@ -43,7 +44,7 @@ def test_imports_and_runs_without_extras(
     assert job.get_status() == 'failed'
     assert 'pip install aiorq[sentry]' in processes.log(proc)
 
-    proc = processes.start('metered', [*cmd, '--metrics-port', '0'], env=env)
+    proc = processes.start('metered', [*cmd, '--metrics-port', str(free_port())], env=env)
     assert proc.wait(60) == 1
     out = processes.log(proc).strip()
     assert out == 'aiorq worker: --metrics-port: metrics need prometheus_client: pip install aiorq[metrics]', out
