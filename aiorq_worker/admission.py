@@ -133,12 +133,20 @@ class Admission:
                     # A job enqueued after the claim's clock reading is waiting: the pop takes
                     # it at once (a job is never started before it was enqueued; see the claim).
                     timeout = 1 if waiting else max(1, self.worker.worker_ttl - 15)
-                    if max_idle_time is not None and not self.worker.executions:
-                        left = max_idle_time - (time.monotonic() - idle_since)
-                        if left <= 0:
-                            logger.info('Worker %s: idle for %d seconds, quitting', self.worker.name, max_idle_time)
-                            break
-                        timeout = max(1, min(timeout, int(left + 0.999)))
+                    if max_idle_time is not None:
+                        if self.worker.executions:
+                            # Idle time starts when the last job ends: look again each second.
+                            timeout = 1
+                        else:
+                            # rq's rule: idle since the last job ended (or was taken, or the start).
+                            idle_since = max(idle_since, self.worker.last_job_ended)
+                            left = max_idle_time - (time.monotonic() - idle_since)
+                            if left <= 0:
+                                logger.info(
+                                    'Worker %s: idle for %d seconds, quitting', self.worker.name, max_idle_time
+                                )
+                                break
+                            timeout = max(1, min(timeout, int(left + 0.999)))
                     one = await self.blocking_pop(timeout, burst)
                     if one is None:
                         continue

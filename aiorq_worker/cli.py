@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from redis.exceptions import RedisError
 from rq.defaults import (
     DEFAULT_JOB_MONITORING_INTERVAL,
@@ -21,6 +22,7 @@ from rq.defaults import (
 )
 
 import aiorq
+from aiorq.protocol.keys import reserved_queue_name
 
 from . import clitools
 from .clitools import CommandError, fail
@@ -64,7 +66,7 @@ def main() -> None:
 @click.option('--burst', '-b', is_flag=True, help='Run in burst mode (quit after all work is done)')
 @click.option('--name', '-n', help='Specify a different name')
 @click.option('--results-ttl', type=int, default=DEFAULT_RESULT_TTL, help='Default results timeout to be used')
-@click.option('--worker-ttl', type=int, default=DEFAULT_WORKER_TTL, help='Worker timeout to be used')
+@click.option('--worker-ttl', type=click.IntRange(min=1), default=DEFAULT_WORKER_TTL, help='Worker timeout to be used')
 @click.option(
     '--job-monitoring-interval',
     type=click.IntRange(min=1),
@@ -77,8 +79,12 @@ def main() -> None:
     default=DEFAULT_MAINTENANCE_TASK_INTERVAL,
     help='Maintenance task interval (in seconds) to be used',
 )
-@click.option('--max-jobs', type=int, default=None, help='Maximum number of jobs to admit before quitting')
-@click.option('--max-idle-time', type=int, default=None, help='Maximum seconds to stay idle before quitting')
+@click.option(
+    '--max-jobs', type=click.IntRange(min=1), default=None, help='Maximum number of jobs to admit before quitting'
+)
+@click.option(
+    '--max-idle-time', type=click.IntRange(min=1), default=None, help='Maximum seconds to stay idle before quitting'
+)
 @click.option(
     '--serializer', '-S', default=None, help='Path to serializer, defaults to rq.serializers.DefaultSerializer'
 )
@@ -135,9 +141,15 @@ def main() -> None:
 )
 @click.option(
     '--metrics-port',
-    type=int,
+    type=click.IntRange(min=1, max=65535),
     default=None,
     help='Serve Prometheus metrics on this port at /metrics (needs `pip install aiorq[metrics]`)',
+)
+@click.option(
+    '--metrics-host',
+    default='127.0.0.1',
+    show_default=True,
+    help='Address the metrics server listens on (0.0.0.0: every interface)',
 )
 @click.argument('queues', nargs=-1)
 def worker(**options: Any) -> None:
@@ -167,6 +179,12 @@ def run(options: dict[str, Any]) -> int:
         ctx, 'queue_class', verbose, no_effect='aiorq worker takes jobs through its protocol layer, not Queue methods'
     )
     handlers = [clitools.imported(ctx, 'exception_handler', h, verbose) for h in options['exception_handler']]
+    if options['metrics_port'] is None and ctx.get_parameter_source('metrics_host') is not ParameterSource.DEFAULT:
+        clitools.bad(ctx, 'metrics_host', 'serves nothing without --metrics-port')
+    for name in options['queues']:
+        # A queue whose list is one of rq's own keys: its jobs would be failed as stuck.
+        if (reserved := reserved_queue_name(name)) is not None:
+            clitools.bad(ctx, 'queues', f'queue name {name!r} is reserved: {reserved}')
     cls = clitools.connection_class(ctx, verbose)
     try:
         config = clitools.settings(ctx, verbose)
@@ -182,6 +200,9 @@ def run(options: dict[str, Any]) -> int:
     except (CommandError, OSError) as e:
         return fail(ctx, str(e))
     queues = list(options['queues']) or list(config.get('QUEUES', [])) or ['default']
+    for name in queues:
+        if (reserved := reserved_queue_name(name)) is not None:  # given by the settings module
+            return fail(ctx, f'QUEUES: queue name {name!r} is reserved: {reserved}')
     loop_name = options['loop_name']
     if loop_name is None:
         try:
@@ -209,7 +230,11 @@ def run(options: dict[str, Any]) -> int:
                 dequeue_strategy=options['dequeue_strategy'],
                 sync_jobs=options['sync_jobs'],
                 **({'job_class': job_class} if job_class is not aiorq.Job else {}),
-                **({'metrics_port': options['metrics_port']} if options['metrics_port'] is not None else {}),
+                **(
+                    {'metrics_port': options['metrics_port'], 'metrics_address': options['metrics_host']}
+                    if options['metrics_port'] is not None
+                    else {}
+                ),
             )
             install_signal_handlers(w)
             await w.work(
@@ -219,6 +244,14 @@ def run(options: dict[str, Any]) -> int:
                 with_scheduler=options['with_scheduler'],
                 cron=options['cron_config'],
             )
+            if w.cold_shutdown and w.busy_threads:
+                # Threads cannot be stopped and the interpreter would wait for them at exit: a
+                # cold shutdown ends the process now, as rq's kills its work horse.
+                logging.getLogger('aiorq.worker').warning(
+                    'Worker %s: %d job threads still running; exiting without them', w.name, w.busy_threads
+                )
+                logging.shutdown()
+                os._exit(0)
             return 0
         except SuspendedError as e:
             click.echo(str(e), err=True)
@@ -351,7 +384,9 @@ def run_cron(options: dict[str, Any]) -> int:
 @queue_class_option('Queue class: a subclass of aiorq.Queue, used to read the queues')
 @CONNECTION_CLASS
 @click.option('--path', '-P', default=['.'], multiple=True, help='Specify the import path.')
-@click.option('--serializer', '-S', default=None, help='Serializer of the jobs (to read their function names)')
+@click.option(
+    '--serializer', '-S', default=None, help='Accepted as rq info accepts it: aiorq info never deserializes job data'
+)
 @click.option(
     '--interval', '-i', type=click.FloatRange(min=0), help="Updates stats every N seconds (default: don't poll)"
 )

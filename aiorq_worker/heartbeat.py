@@ -13,6 +13,7 @@ import redis
 from aiorq.protocol import workers
 
 if TYPE_CHECKING:
+    from .watchdog import LoopWatchdog
     from .worker import Worker
 
 logger = logging.getLogger('aiorq.worker')
@@ -20,10 +21,12 @@ BATCH = 100
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, worker: Worker, connection: redis.Redis) -> None:
+    def __init__(self, worker: Worker, connection: redis.Redis, watchdog: LoopWatchdog | None = None) -> None:
         super().__init__(name=f'aiorq-heartbeat-{worker.name}', daemon=True)
         self.worker = worker
         self.connection = connection
+        # A loop held past every time limit: no beats, so other workers recover the executions.
+        self.watchdog = watchdog
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.last_beat: float | None = None  # time.monotonic() of the last beat Redis took
@@ -37,6 +40,10 @@ class Heartbeat(threading.Thread):
         retry = 1.0
         while not self.stopping.is_set():
             wait: float = interval if self.worker.executions else min(interval, 30)
+            if self.watchdog is not None and self.watchdog.stalled:
+                self.wake.wait(1)  # beat again as soon as the loop turns
+                self.wake.clear()
+                continue
             try:
                 self.beat()
                 self.last_beat = time.monotonic()

@@ -37,7 +37,7 @@ from rq.worker import WorkerStatus
 import aiorq
 from aiorq import tracing
 from aiorq.connections import endpoint, sync_connection
-from aiorq.protocol import dequeue, finish, workers
+from aiorq.protocol import dequeue, finish, outcomes, workers
 from aiorq.protocol.batch import Combiner
 
 from .admission import Admission
@@ -50,6 +50,7 @@ from .runner import Runner
 from .scheduler import Scheduler
 from .state import WorkerState
 from .status import StateKeeper
+from .watchdog import LoopWatchdog, RunningFrames
 
 logger = logging.getLogger('aiorq.worker')
 
@@ -100,7 +101,7 @@ class Worker:
         on_shutdown: Sequence[Hook] | Hook | None = None,
         job_class: type[aiorq.Job] | None = None,
         metrics_port: int | None = None,
-        metrics_address: str = '0.0.0.0',
+        metrics_address: str = '127.0.0.1',
     ) -> None:
         if isinstance(queues, (str, aiorq.Queue)):
             queues = [queues]
@@ -154,6 +155,7 @@ class Worker:
         self.claims_in_flight = 0
         self.early_stops: set[str] = set()  # execution ids and job ids
         self.busy_threads = 0
+        self.last_job_ended = 0.0  # time.monotonic(): --max-idle-time counts from here
         self.successful_job_count = 0
         self.failed_job_count = 0
         self.hostname = socket.gethostname()
@@ -167,7 +169,12 @@ class Worker:
         self.slot_freed = asyncio.Event()
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f'aiorq-{self.name[:8]}')
         self.sync_connection = sync_connection(connection)
-        self.runner = Runner(self)
+        # The executions' runner frames, for the loop watchdog (started with the worker).
+        self.frames = RunningFrames()
+        self.watchdog: LoopWatchdog | None = None
+        self.runner = Runner(self, self.frames)
+        # The largest encoded result Redis accepts (its proto-max-bulk-len, asked when needed).
+        self.result_limit = outcomes.ResultLimit()
         # Success transactions finishing at the same moment share one script call.
         self.combiner = Combiner(connection)
         self.commands = CommandListener(self)
@@ -219,10 +226,11 @@ class Worker:
         return WorkerStatus.SUSPENDED.value if self.suspended else WorkerStatus.IDLE.value
 
     def in_flight(self) -> int:
-        # A plain job whose thread outlived its timeout or a stop still holds its thread.
+        # A plain job whose thread outlived its execution (its time limit, a stop) still holds a slot.
         return len(self.executions) + self.busy_threads
 
     def track_thread(self, future: asyncio.Future[Any]) -> None:
+        """A thread still running after its execution ended: it holds a slot until it returns."""
         self.busy_threads += 1
 
         def done(_: Future[Any] | asyncio.Future[Any]) -> None:
@@ -232,6 +240,7 @@ class Worker:
         future.add_done_callback(done)
 
     def execution_done(self, ex: dequeue.Execution) -> None:
+        self.last_job_ended = time.monotonic()
         self.executions.pop(ex.id, None)
         self.tasks.pop(ex.id, None)
         self.slot_freed.set()
@@ -438,6 +447,11 @@ class Worker:
             return
         await finish.finish_failure(self.connection, self.name, job, None, 'Job was stuck in intermediate queue.')
 
+    def loop_blocked(self, seconds: float, ex: dequeue.Execution | None) -> None:
+        """The watchdog saw the loop held for ``seconds`` (by ``ex``, when it could tell)."""
+        if self.metrics is not None:
+            self.metrics.loop_blocked(seconds, ex)
+
     async def bootstrap(self) -> None:
         blocking = await self.admission.open()
         self.ip_address = await workers.client_address(blocking, self.name)
@@ -446,10 +460,15 @@ class Worker:
             self.connection, self.name, self.queue_names, self.base_fields(), self.worker_ttl + 60
         )
         logger.info('Worker %s: started with PID %d, aiorq %s', self.name, self.pid, aiorq.VERSION)
+        if (policy := await workers.eviction_policy(self.connection)) not in (None, 'noeviction'):
+            # Any other policy lets Redis drop job hashes and queue lists when memory runs short.
+            logger.warning('Redis maxmemory-policy is %s: jobs can be evicted; set maxmemory-policy noeviction', policy)
         await self.commands.start()
         await workers.set_state(self.connection, self.name, WorkerStatus.STARTED.value)
         logger.info('*** Listening on %s...', ', '.join(self.queue_names))
-        self.heartbeat = Heartbeat(self, sync_connection(self.connection))
+        self.watchdog = LoopWatchdog(asyncio.get_running_loop(), self.frames, self.name, self.loop_blocked)
+        self.watchdog.begin()
+        self.heartbeat = Heartbeat(self, sync_connection(self.connection), self.watchdog)
         self.heartbeat.start()
         for hook in self.on_startup:
             await hook(self)
@@ -468,6 +487,8 @@ class Worker:
         if self.heartbeat is not None:
             self.heartbeat.stop()
             await asyncio.to_thread(self.heartbeat.join, 5)
+        if self.watchdog is not None:
+            self.watchdog.end()
         await self.commands.stop()
         if self.process_pool is not None:
             await self.process_pool.close()
@@ -496,18 +517,7 @@ def _hooks(value: Sequence[Hook] | Hook | None) -> list[Hook]:
 
 
 def install_signal_handlers(worker: Worker) -> None:
-    """First SIGINT/SIGTERM: warm shutdown; a second (after 1 s): cold shutdown."""
+    """First SIGINT/SIGTERM: warm shutdown; the next one, however soon: cold shutdown (rq's rule)."""
     loop = asyncio.get_running_loop()
-    first: list[float] = []
-
-    def handle(signum: int) -> None:
-        if first and time.monotonic() - first[0] < 1:
-            return
-        if not first:
-            first.append(time.monotonic())
-            worker.request_stop()
-        else:
-            worker.request_force_stop()
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, handle, sig)
+        loop.add_signal_handler(sig, worker.request_stop)

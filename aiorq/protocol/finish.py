@@ -106,8 +106,10 @@ async def finish_success(
     default_result_ttl: int,
     serializer: Any = None,
     run: BatchRunner | None = None,
+    max_result_size: int | None = None,
 ) -> bool:
-    """§4.9 (with §4.11 phase A inside, §4.13 repeats). ``False`` when the outcome was superseded."""
+    """§4.9 (with §4.11 phase A inside, §4.13 repeats). ``False`` when the outcome was superseded;
+    ``ResultTooLargeError`` (nothing sent) when the encoded result is over ``max_result_size``."""
     result_ttl = ex.job.get_result_ttl(default_result_ttl)
     dependents_key = keys.dependents(ex.job.id)
     repeating = ex.job.repeats_left is not None and ex.job.repeats_left > 0
@@ -120,7 +122,16 @@ async def finish_success(
             # rq sends HSET status, then the whole mapping (status included); the mapping's
             # write alone leaves the same hash, and it always carries the changed status.
             save(sink, job, include_meta=False, include_result=False)
-            _execution_result(sink, job, ex, worker_name, Result.Type.SUCCESSFUL, result_ttl, return_value=return_value)
+            _execution_result(
+                sink,
+                job,
+                ex,
+                worker_name,
+                Result.Type.SUCCESSFUL,
+                result_ttl,
+                return_value=return_value,
+                max_size=max_result_size,
+            )
             score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
             sink.zadd(keys.registry('finished', job.origin), {job.id: score})
         if repeating:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job as RQJob
 from rq.job import JobStatus
@@ -17,6 +18,38 @@ from . import keys
 from .codec import NOIO, save
 from .enqueue import Sink, buffer_cleanup, buffer_enqueue, buffer_schedule_in
 from .jobs import _buffer_delete
+
+# What Redis accepts as one value unless configured otherwise (``proto-max-bulk-len``), and
+# the least it can be configured to.
+DEFAULT_MAX_BULK_LENGTH = 512 * 1024 * 1024
+SMALLEST_MAX_BULK_LENGTH = 1024 * 1024
+
+
+class ResultTooLargeError(ValueError):
+    """A job's result, encoded, is larger than Redis accepts as one value."""
+
+
+class ResultLimit:
+    """The largest encoded result worth sending. It starts at the least any Redis accepts; only
+    a larger result makes it ask the server (``CONFIG GET proto-max-bulk-len``, once), so the
+    common case sends no ``CONFIG`` that an ACL would refuse and log."""
+
+    def __init__(self) -> None:
+        self.size = SMALLEST_MAX_BULK_LENGTH
+        self.known = False
+
+    async def learn(self, conn: Redis) -> bool:
+        """Ask the server once; ``True`` when the limit grew (a refused result may now fit)."""
+        if self.known:
+            return False
+        self.known = True
+        try:
+            reply = await conn.config_get('proto-max-bulk-len')
+        except ResponseError:  # CONFIG refused (an ACL user, a managed Redis): Redis's default
+            reply = {}
+        values = [v for v in reply.values() if v is not None]
+        self.size = int(values[0]) if values else DEFAULT_MAX_BULK_LENGTH
+        return self.size > SMALLEST_MAX_BULK_LENGTH
 
 
 def buffer_result(
@@ -31,8 +64,10 @@ def buffer_result(
     execution_id: str | None = None,
     execution_started_at: datetime | None = None,
     execution_ended_at: datetime | None = None,
+    max_size: int | None = None,
 ) -> None:
-    """``Result.save``: ``XADD … MAXLEN ~ 10`` then the stream TTL (None untouched, -1 persist)."""
+    """``Result.save``: ``XADD … MAXLEN ~ 10`` then the stream TTL (None untouched, -1 persist).
+    Raises :class:`ResultTooLargeError` when the encoded return value is over ``max_size`` bytes."""
     # rq's Result codec, built without __init__: it would re-resolve the (already resolved)
     # serializer through a slow runtime-protocol check on every job.
     result = Result.__new__(Result)
@@ -50,7 +85,13 @@ def buffer_result(
         id=None,
     )
     key = keys.results(job.id)
-    pipe.xadd(key, cast(dict[Any, Any], result.serialize()), maxlen=10)
+    entry = cast(dict[Any, Any], result.serialize())
+    if max_size is not None and len(entry.get('return_value') or b'') > max_size:
+        raise ResultTooLargeError(
+            f'The result of job {job.id} is {len(entry["return_value"])} bytes encoded; '
+            f'Redis accepts at most {max_size} bytes in one value (proto-max-bulk-len)'
+        )
+    pipe.xadd(key, entry, maxlen=10)
     if ttl is not None:
         if ttl == -1:
             pipe.persist(key)

@@ -1,0 +1,83 @@
+"""Jobs that try to kill, stall or poison the worker that runs them (tests/worker/test_isolation.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+
+def exit_in_thread(code: int) -> None:
+    sys.exit(code)
+
+
+def interrupt_in_thread() -> None:
+    raise KeyboardInterrupt
+
+
+async def exit_in_coroutine() -> None:
+    await asyncio.sleep(0)
+    raise SystemExit(4)
+
+
+async def interrupt_in_coroutine() -> None:
+    raise KeyboardInterrupt
+
+
+async def spin_forever() -> None:
+    """Holds the loop without end: ``while True: pass``."""
+    while True:
+        pass
+
+
+async def sleep_on_loop(seconds: float) -> float:
+    """Holds the loop in a blocking call: ``time.sleep`` inside a coroutine."""
+    time.sleep(seconds)
+    return seconds
+
+
+async def spin_ignoring_timeouts(seconds: float) -> float:
+    """Holds the loop for ``seconds``, swallowing every exception raised into it."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            while time.monotonic() < end:
+                pass
+        except BaseException:
+            pass
+    return seconds
+
+
+def big_result(size: int) -> bytes:
+    return os.urandom(size)
+
+
+def note_span(path: str, seconds: float) -> float:
+    """A plain function that appends its start and end times to ``path`` and sleeps between."""
+    with open(path, 'a') as f:
+        f.write(f'start {time.time()}\n')
+    time.sleep(seconds)
+    with open(path, 'a') as f:
+        f.write(f'end {time.time()}\n')
+    return seconds
+
+
+def plain_peak(seconds: float) -> int:
+    """Counts how many of these run at once (``plain_running``; peak in ``plain_peak``)."""
+    import rq
+
+    job = rq.get_current_job()
+    assert job is not None
+    conn = job.connection
+    now_running = int(conn.incr('plain_running'))
+    conn.eval(
+        "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+        "redis.call('SET', KEYS[1], ARGV[1]) end",
+        1,
+        'plain_peak',
+        now_running,
+    )
+    time.sleep(seconds)
+    conn.decr('plain_running')
+    return now_running
