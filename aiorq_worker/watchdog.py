@@ -185,6 +185,12 @@ class LoopWatchdog(threading.Thread):
             assert target.limit is not None
             raise JobTimeoutException(timeout_message(target.limit))
 
+    def holding(self, frame: FrameType | None) -> bool:
+        """Whether an execution whose frame is on this stack holds the loop (it has not ticked
+        for a while). Called from a signal handler in the loop's thread."""
+        held = time.monotonic() - self.last_tick > TICK + CHECK * 3
+        return held and self.frames.on_stack(frame) is not None
+
     # -- in the watchdog thread ----------------------------------------------------------
 
     def run(self) -> None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType
 from typing import Any
 
 from redis.asyncio import Redis
@@ -517,7 +518,27 @@ def _hooks(value: Sequence[Hook] | Hook | None) -> list[Hook]:
 
 
 def install_signal_handlers(worker: Worker) -> None:
-    """First SIGINT/SIGTERM: warm shutdown; the next one, however soon: cold shutdown (rq's rule)."""
+    """First SIGINT/SIGTERM: warm shutdown; the next one, however soon: cold shutdown (rq's rule).
+
+    The loop runs these only when it turns. So that a job holding the loop cannot make the
+    worker deaf, the Python-level handler (which CPython runs in the main thread between two
+    bytecodes, wherever the loop is held) also acts on a second signal at once: it cancels the
+    job holding the loop, in its own frame, as the cold shutdown would once the loop turns.
+    """
     loop = asyncio.get_running_loop()
+    received = 0
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, worker.request_stop)
+        previous = signal.getsignal(sig)
+
+        def on_signal(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            nonlocal received
+            if callable(previous):
+                previous(signum, frame)  # how the loop learns of it (asyncio's no-op, uvloop's record)
+            received += 1
+            if received >= 2 and worker.watchdog is not None and worker.watchdog.holding(frame):
+                logger.warning('Worker %s: cold shut down while a job holds the event loop: cancelling it', worker.name)
+                worker.cold_shutdown = True
+                raise asyncio.CancelledError
+
+        signal.signal(sig, on_signal)

@@ -27,6 +27,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus, Retry
 from waiting import wait_for
 
+import aiorq
 from aiorq import Queue
 from aiorq_worker import Worker, watchdog
 
@@ -148,8 +149,7 @@ async def test_a_loop_held_past_every_limit_stops_the_heartbeats(
     began = time.monotonic()
     task = asyncio.ensure_future(worker.work())
     try:
-        await wait_for(job.get_status, 20)  # turns only when the loop does
-        await wait_for(lambda: time.monotonic() - began > 8.5, 20)
+        await wait_for(lambda: time.monotonic() - began > 8.5, 20)  # checked only when the loop turns
         worker.request_stop()
         await asyncio.wait_for(task, 20)
     finally:
@@ -232,6 +232,28 @@ def test_a_second_signal_is_a_cold_shutdown_however_soon(
         assert sync_conn.zcard(f'rq:wip:{QUEUE}') == 1
 
 
+def test_signals_reach_a_worker_whose_loop_a_job_holds_without_limit(
+    redis_url: str, sync_conn: redis.Redis, processes: Processes
+) -> None:
+    """No time limit will free the loop: SIGINT then SIGTERM still make a cold shutdown."""
+    proc = start_worker(processes, redis_url, sync_conn, 'deaf', '--concurrency', '2')
+    q = rq.Queue(QUEUE, connection=sync_conn)
+    job = q.enqueue(hostile_tasks.spin_forever, job_timeout=-1)
+    wait_until(lambda: status(sync_conn, job) == 'started', 20, lambda: processes.log(proc))
+    time.sleep(1)  # held by now
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # the first signal is a warm shutdown: it waits for the job
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+    assert status(sync_conn, job) == 'failed', processes.log(proc)
+    result = job.latest_result()
+    assert result is not None and 'cold shutdown of worker deaf' in (result.exc_string or '')
+    assert sync_conn.zcard(f'rq:wip:{QUEUE}') == 0
+    assert rq.Worker.all(connection=sync_conn) == []  # its death registered, as rq reads it
+    assert sync_conn.hget('rq:worker:deaf', 'death')
+
+
 async def test_a_retry_never_runs_beside_the_thread_it_retries(conn: Redis, tmp_path: Path) -> None:
     spans = tmp_path / 'spans'
     q = Queue(QUEUE, connection=conn)
@@ -262,3 +284,31 @@ async def test_a_result_over_a_megabyte_is_stored_where_redis_takes_it(conn: Red
     await asyncio.wait_for(Worker(QUEUE, connection=conn, name='roomy').work(burst=True), 30)
     assert await big.get_status() == JobStatus.FINISHED
     assert len(await big.result) == 1_500_000
+
+
+async def test_a_held_loop_is_counted_by_job_in_the_metrics(conn: Redis) -> None:
+    pytest.importorskip('prometheus_client')
+    q = Queue(QUEUE, connection=conn)
+    held = await q.enqueue(hostile_tasks.sleep_on_loop, 1.5)  # within its limit: it finishes
+    worker = Worker(QUEUE, connection=conn, name='metered', metrics_port=0)
+    task = asyncio.ensure_future(worker.work())
+    try:
+        await wait_for(lambda: is_finished(held), 20)
+        await wait_for(lambda: asyncio.to_thread(sample, worker, 'aiorq_loop_blocked_seconds_count'), 10)
+        assert await asyncio.to_thread(sample, worker, 'aiorq_loop_blocked_seconds_count') == 1
+        seconds = await asyncio.to_thread(sample, worker, 'aiorq_loop_blocked_seconds_sum')
+        assert seconds is not None and 1.3 <= seconds < 5
+        assert await held.get_status() == JobStatus.FINISHED
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 20)
+
+
+async def is_finished(job: aiorq.Job) -> bool:
+    return await job.get_status() == JobStatus.FINISHED
+
+
+def sample(worker: Worker, name: str) -> float | None:
+    assert worker.metrics is not None
+    labels = {'queue': QUEUE, 'function': 'hostile_tasks.sleep_on_loop'}
+    return worker.metrics.registry.get_sample_value(name, labels)  # type: ignore[no-any-return]
