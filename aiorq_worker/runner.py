@@ -213,7 +213,11 @@ class Runner:
                         return
                     await self.finish_abandoned(ex)
                     return
-                raise
+                task = asyncio.current_task()
+                if sys.version_info < (3, 11) or task is None or task.cancelling():
+                    raise  # the worker's own cancellation (3.10 cannot tell them apart)
+                # Nobody cancelled this task: the job raised CancelledError itself.
+                exc_info = sys.exc_info()
             except BaseException:
                 # Everything a job raises is its own failure: SystemExit, KeyboardInterrupt and
                 # the watchdog's JobTimeoutException included (rq's perform_job catches all).

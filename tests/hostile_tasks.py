@@ -81,3 +81,9 @@ def plain_peak(seconds: float) -> int:
     time.sleep(seconds)
     conn.decr('plain_running')
     return now_running
+
+
+async def raise_cancelled() -> None:
+    """Raises CancelledError of its own accord (as awaiting a future someone cancelled does)."""
+    await asyncio.sleep(0)
+    raise asyncio.CancelledError

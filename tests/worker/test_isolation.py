@@ -96,6 +96,18 @@ def test_exits_and_interrupts_raised_by_jobs_fail_only_those_jobs(
     assert int(sync_conn.hget('rq:worker:iso', 'failed_job_count') or 0) == 4
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason='Task.cancelling() tells a job\'s own CancelledError apart')
+async def test_a_cancelled_error_raised_by_a_job_is_its_failure(conn: Redis) -> None:
+    q = Queue(QUEUE, connection=conn)
+    job = await q.enqueue(hostile_tasks.raise_cancelled)
+    other = await q.enqueue(tasks.async_add, 1, 2)
+    await asyncio.wait_for(Worker(QUEUE, connection=conn, name='self-cancel').work(burst=True), 30)
+    assert await job.get_status() == JobStatus.FAILED
+    result = await job.latest_result()
+    assert result is not None and 'CancelledError' in (result.exc_string or '')
+    assert await other.result == 3
+
+
 def test_a_job_holding_the_loop_is_stopped_at_its_time_limit(
     redis_url: str, sync_conn: redis.Redis, processes: Processes
 ) -> None:
