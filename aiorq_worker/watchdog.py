@@ -103,7 +103,7 @@ class RunningFrames:
         return math.inf if None in limits else max(x for x in limits if x is not None)
 
 
-BlockEnded = Callable[[float, 'Execution | None'], None]
+BlockEnded = Callable[[float, 'Execution | None'], None]  # (seconds held, by which execution)
 
 
 class LoopWatchdog(threading.Thread):
@@ -126,7 +126,13 @@ class LoopWatchdog(threading.Thread):
         self.stopping = threading.Event()
         self.last_tick = time.monotonic()
         self.stalled = False  # read by the heartbeat thread: no beats while the loop is stuck
-        self.blocker: Running | None = None  # what held the loop during the current block
+        # What holds the loop in the current block, since when, and the earlier holders of the
+        # same block (jobs started one after another without the loop ticking in between);
+        # shared by the loop's tick and the watchdog thread under the lock.
+        self.lock = threading.Lock()
+        self.blocker: Running | None = None
+        self.held_since = 0.0
+        self.earlier: list[tuple[float, Execution | None]] = []
         self._target: Running | None = None  # what the next interrupt signal is for
         self._tick_handle: asyncio.TimerHandle | None = None
         self._previous_handler: Any = None
@@ -154,22 +160,29 @@ class LoopWatchdog(threading.Thread):
 
     def _tick(self) -> None:
         now = time.monotonic()
-        held = now - self.last_tick - TICK
-        self.last_tick = now
-        blocker, self.blocker = self.blocker, None
+        with self.lock:
+            held = now - self.last_tick - TICK
+            self.last_tick = now
+            blocks = self.earlier
+            if self.blocker is not None:
+                blocks.append((now - self.held_since, self.blocker.ex))
+            elif held >= REPORT_AFTER:
+                blocks.append((held, None))
+            self.blocker, self.earlier = None, []
         if self.stalled:
             self.stalled = False
             logger.warning('Worker %s: the event loop turns again; heartbeats resume', self.label)
-        if held >= REPORT_AFTER:
-            ex = blocker.ex if blocker is not None else None
+        for seconds, ex in blocks:
+            if seconds < REPORT_AFTER:
+                continue
             if ex is not None:
                 logger.warning(
-                    'Worker %s: job %s (%s) held the event loop for %.1fs', self.label, ex.job.id, ex.queue, held
+                    'Worker %s: job %s (%s) held the event loop for %.1fs', self.label, ex.job.id, ex.queue, seconds
                 )
             else:
-                logger.warning('Worker %s: the event loop was blocked for %.1fs', self.label, held)
+                logger.warning('Worker %s: the event loop was blocked for %.1fs', self.label, seconds)
             if self.on_block_ended is not None:
-                self.on_block_ended(held, ex)
+                self.on_block_ended(seconds, ex)
         if not self.stopping.is_set():
             self._tick_handle = self.loop.call_later(TICK, self._tick)
 
@@ -204,10 +217,20 @@ class LoopWatchdog(threading.Thread):
 
     def inspect(self, now: float) -> None:
         """The loop has not ticked for a while: blame, interrupt, or declare it stalled."""
+        tick = self.last_tick
         frame = sys._current_frames().get(self.loop_thread)
         running = self.frames.on_stack(frame)
+        with self.lock:
+            if self.last_tick != tick:
+                return  # the loop turned meanwhile: what was found may not hold it any more
+            if running is not None and running is not self.blocker:
+                if self.blocker is not None:
+                    self.earlier.append((now - self.held_since, self.blocker.ex))
+                    self.held_since = now
+                else:
+                    self.held_since = tick
+                self.blocker = running
         if running is not None:
-            self.blocker = running
             if now >= running.deadline and now - running.interrupted_at >= REINTERRUPT:
                 self.interrupt(running, now)
             stall_at = running.deadline + STALL_GRACE

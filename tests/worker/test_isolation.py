@@ -130,7 +130,7 @@ def test_a_job_holding_the_loop_is_stopped_at_its_time_limit(
         assert result is not None and result.exc_string is not None
         assert 'JobTimeoutException: Task exceeded maximum timeout value (2 seconds)' in result.exc_string
     assert [status(sync_conn, j) for j in neighbours] == ['finished'] * 3
-    log = processes.log(proc)
+    log = processes.log(proc, tail=100_000)
     assert f'job {spinner.id} ({QUEUE}) held the event loop for' in log
     assert f'job {sleeper.id} ({QUEUE}) held the event loop for' in log
     # Signals reach the worker again: a warm shutdown ends it.
