@@ -8,8 +8,10 @@ pushes.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+import socket
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -17,9 +19,9 @@ from typing import Any, cast
 import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from rq.connections import NoRedisConnectionException
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     'get_current_connection',
     'resolve_connection',
     'from_url',
+    'CheckedConnectionPool',
     'url_from_env',
     'sync_connection',
     'async_connection',
@@ -41,8 +44,10 @@ __all__ = [
 
 _stack: ContextVar[tuple[Redis, ...]] = ContextVar('aiorq_connection_stack', default=())
 
-# A client aiorq creates itself gives up quickly on an unreachable server.
+# A client aiorq creates itself gives up quickly on an unreachable server, and on a server that
+# stops answering after redis-py 8's default socket timeout, which older redis-py does not have.
 CONNECT_TIMEOUT = 1.0
+SOCKET_TIMEOUT = 5.0
 
 
 def push_connection(connection: Redis) -> None:
@@ -82,10 +87,107 @@ def url_from_env(default: str | None = None) -> str | None:
 
 
 def from_url(url: str, **kwargs: Any) -> Redis:
-    """A raw-bytes async client that fails fast when the server cannot be reached."""
+    """A raw-bytes async client that fails fast when the server cannot be reached or stops
+    answering (a 5 s socket timeout, redis-py 8's default, on every redis-py), never sends
+    a command twice, and never sends one on a connection the server has already closed (see
+    :class:`CheckedConnectionPool`).
+
+    ``retry`` defaults to no retries: a command is only ever resent by code that knows it is
+    safe to (the worker's claims and outcomes carry ids for that). The retry policy is
+    ``redis.asyncio.retry.Retry`` (which every redis-py from 5.0 has): redis-py 8.2 warns when
+    an asyncio client is handed the blocking ``redis.retry.Retry``.
+    """
     kwargs.setdefault('socket_connect_timeout', CONNECT_TIMEOUT)
+    kwargs.setdefault('socket_timeout', SOCKET_TIMEOUT)
     kwargs.setdefault('retry', Retry(NoBackoff(), 0))
-    return Redis.from_url(url, **kwargs)
+    single = kwargs.pop('single_connection_client', False)
+    client = Redis(connection_pool=CheckedConnectionPool.from_url(url, **kwargs), single_connection_client=single)
+    client.auto_close_connection_pool = True  # as Redis.from_url: closing the client closes its pool
+    return client
+
+
+# MSG_DONTWAIT where the platform has it (the socket is non-blocking anyway under asyncio).
+_PEEK = socket.MSG_PEEK | getattr(socket, 'MSG_DONTWAIT', 0)
+_OPEN, _CLOSED, _PENDING = 'open', 'closed', 'pending'
+
+
+def _socket_state(connection: Any) -> str:
+    """What the kernel knows of a pooled connection now: closed (or reset) by the server, bytes
+    the event loop has not read yet, or open (also: not connected, or not a socket we can see).
+
+    redis-py's pool checks a connection it hands out against what the event loop has read from
+    it, so a close that arrived since the loop last polled the socket (a ``CLIENT KILL``, a
+    proxy's idle timeout, a restarted server, then a command sent at once) goes unseen and the
+    command is written into a dead connection. Peeking at the socket sees the close at once.
+    """
+    writer = getattr(connection, '_writer', None)
+    if writer is None:
+        return _OPEN
+    transport = writer.transport
+    if transport.is_closing():
+        return _CLOSED
+    raw = transport.get_extra_info('socket')
+    if raw is None:
+        return _OPEN
+    try:
+        probe = socket.socket(fileno=raw.fileno())  # a view of the same descriptor, detached below
+    except (OSError, ValueError):
+        return _OPEN
+    try:
+        return _CLOSED if probe.recv(1, _PEEK) == b'' else _PENDING
+    except (BlockingIOError, InterruptedError):
+        return _OPEN  # nothing pending
+    except OSError:
+        return _CLOSED  # reset by the server
+    finally:
+        probe.detach()
+
+
+async def reopen_if_closed(connection: Any) -> None:
+    """Replace a pooled connection the server has closed by a new one, before anything is sent
+    on it: nothing was written to the dead one, so nothing can run twice.
+
+    Bytes pending on an idle connection are read by the event loop first (a few iterations):
+    a TLS server sends its ``close_notify`` before the close itself, and a RESP3 server may have
+    pushed a message; what the loop makes of them (closed, or data redis-py handles) decides.
+    """
+    state = _socket_state(connection)
+    for _ in range(3):
+        if state != _PENDING:
+            break
+        await asyncio.sleep(0)
+        state = _socket_state(connection)
+    if state == _CLOSED:
+        await connection.disconnect(nowait=True)
+        await connection.connect()
+
+
+# redis-py before 5.3 requires a command name (and ignores it); later ones deprecate passing one.
+_get_connection_name = inspect.signature(ConnectionPool.get_connection).parameters.get('command_name')
+_COMMAND_NAME_REQUIRED = _get_connection_name is not None and _get_connection_name.default is inspect.Parameter.empty
+
+
+class CheckedConnectionPool(ConnectionPool):
+    """A connection pool that checks each connection it hands out (:func:`reopen_if_closed`)
+    and opens a new one in place of one the server has closed.
+
+    This is what makes a client survive a Redis restart or a killed idle connection without
+    retries: a retry cannot tell a command that never reached Redis from one whose reply was
+    lost (the enqueue script would push its job id twice), while a connection found closed
+    *before* sending carried nothing. A connection that dies after the command was written
+    still raises ``ConnectionError``: the caller cannot know whether the command ran.
+    """
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs and _COMMAND_NAME_REQUIRED:
+            args = (None,)
+        connection = await super().get_connection(*args, **kwargs)
+        try:
+            await reopen_if_closed(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
 
 
 SYNC_CLIENT_PARAMS = set(inspect.signature(redis.Redis.__init__).parameters)
@@ -174,11 +276,15 @@ class Endpoint:
         target = self.sentinel
         if target is None:
             return client_class(**kwargs)
+        if target.force_master_ip is not None:
+            # Unknown to redis-py's Sentinel before 5.1 (blocking) and 6.0 (asyncio), where it
+            # would reach the connections as an argument they refuse.
+            if 'force_master_ip' in inspect.signature(sentinel_class.__init__).parameters:
+                kwargs['force_master_ip'] = target.force_master_ip
         manager = sentinel_class(
             list(target.instances),
             min_other_sentinels=target.min_other_sentinels,
             sentinel_kwargs=_for(params, target.sentinel_kwargs),
-            force_master_ip=target.force_master_ip,
             **kwargs,
         )
         if target.is_master:

@@ -139,12 +139,13 @@ def settings(ctx: click.Context, verbose: bool) -> dict[str, Any]:
 def redis_client(ctx: click.Context, config: dict[str, Any], cls: Any) -> Any:
     """rq's order: ``--url``, else the settings module's ``REDIS_URL``, ``SENTINEL`` (an asyncio
     Sentinel client), ``REDIS_HOST`` …, else the same names from the environment."""
-    from aiorq.connections import redis_from_config
+    from aiorq.connections import SOCKET_TIMEOUT, redis_from_config
 
     url = ctx.params.get('url')
     if url:
         try:
-            return cls.from_url(url)
+            # redis-py 8's default socket timeout on every redis-py (a URL's own one wins).
+            return cls.from_url(url, socket_timeout=SOCKET_TIMEOUT)
         except ValueError as e:
             bad(ctx, 'url', str(e))
     try:

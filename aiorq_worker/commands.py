@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger('aiorq.worker')
 
+# A read for commands waits this long, then reads again. A read with no limit of its own is cut
+# by the client's socket timeout on redis-py before 8.1 (a TimeoutError, then a resubscription,
+# and a command published meanwhile is lost); a read with its own limit returns None instead.
+LISTEN_WAIT = 30.0
+
 
 class CommandListener:
     def __init__(self, worker: Worker) -> None:
@@ -47,7 +52,7 @@ class CommandListener:
                     self.ready.set()
                     wait = 1.0
                     while True:
-                        message = await self.subscription.next(timeout=None)
+                        message = await self.subscription.next(timeout=LISTEN_WAIT)
                         if message is not None:
                             self.handle(message)
             except asyncio.CancelledError:

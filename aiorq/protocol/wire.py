@@ -8,7 +8,8 @@ while a send is in flight are queued and go out together in the next write. Each
 atomic on its own, so sending several in one write changes nothing about what each does.
 
 Only scripts whose retry is harmless go through here (see ``ENQUEUE_SCRIPT``): a connection
-error is passed to every caller of the write it broke, and the caller decides.
+error is passed to every caller of the write it broke, and the caller decides. Nothing that may have run is
+sent again; a pooled connection the server has closed is replaced before the write instead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..connections import CheckedConnectionPool, reopen_if_closed
 from . import scripts
 
 _UNREAD: Any = object()
@@ -65,12 +67,22 @@ def pack(args: tuple[Any, ...] | list[Any], encoding: str, errors: str) -> bytes
 
 
 async def _connection(pool: Any) -> Any:
-    """A connected connection from the client's pool (redis-py before 5.3 wants a command name)."""
+    """A connected connection from the client's pool (redis-py before 5.3 wants a command name),
+    never one the server has already closed: these sends are never repeated (a lost reply is
+    the caller's to resolve), so a dead connection must be found before the write, whatever
+    pool the client has (see :class:`aiorq.connections.CheckedConnectionPool`)."""
     try:
         call = pool.get_connection()
     except TypeError:
         call = pool.get_connection('EVALSHA')
-    return await call
+    connection = await call
+    if not isinstance(pool, CheckedConnectionPool):  # that pool has checked it already
+        try:
+            await reopen_if_closed(connection)
+        except BaseException:
+            await pool.release(connection)
+            raise
+    return connection
 
 
 class _Call:

@@ -183,6 +183,7 @@ async def test_failover_during_a_run(servers: Servers, processes: Processes, tmp
         print(f'sentinel failover took {switch:.1f}s')
     finally:
         await client.aclose()
-        await manager.aclose()
+        for sentinel in manager.sentinels:  # Sentinel.aclose() came with redis-py 8
+            await sentinel.aclose()
         new_master.close()
         d.admin.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis
 import rq.command
 import tasks
@@ -44,3 +45,27 @@ async def test_worker_survives_killed_connections(conn: Redis, sync_conn: redis.
     assert sync_conn.zcard('rq:wip:q') == 0
     assert sync_conn.llen('rq:queue:q:intermediate') == 0
     assert int(sync_conn.hget('rq:worker:resilient', 'successful_job_count')) == 21
+
+
+async def test_commands_reach_a_worker_whose_client_has_a_short_socket_timeout(
+    redis_url: str, sync_conn: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An idle subscription outlives the client's socket timeout: before redis-py 8.1 a read
+    with no limit of its own was cut by it, and the listener dropped and renewed its
+    subscription every time, losing the commands published in between."""
+    client = Redis.from_url(redis_url, socket_timeout=0.5)
+    worker = Worker('q', connection=client, name='patient-listener')
+    task = asyncio.ensure_future(worker.work())
+    try:
+        await asyncio.wait_for(worker_registered(sync_conn, 'patient-listener'), 10)
+        await asyncio.sleep(2)  # four socket timeouts
+        rq.command.send_shutdown_command(sync_conn, 'patient-listener')
+        await asyncio.wait_for(task, 10)
+    finally:
+        await client.aclose()
+    assert 'pubsub connection lost' not in caplog.text
+
+
+async def worker_registered(sync_conn: redis.Redis, name: str) -> None:
+    while sync_conn.hget(f'rq:worker:{name}', 'state') is None:
+        await asyncio.sleep(0.05)
