@@ -24,7 +24,6 @@ from .connections import (
     push_connection,
 )
 from .current import get_current_job
-from .decorators import job
 from .group import Group
 from .job import Dependency, Job
 from .queue import Queue
@@ -39,7 +38,7 @@ from .registry import (
     StartedJobRegistry,
     clean_registries,
 )
-from .results import Result
+from .results import JobCanceled, JobFailed, JobStopped, Result
 from .version import VERSION
 from .workers import (
     Worker,
@@ -56,21 +55,31 @@ from .workers import (
     suspend,
 )
 
+# isort: split
+# Last: ``from .job import`` also binds the submodule ``aiorq/job.py`` as ``aiorq.job`` (at run
+# time if it is first loaded there, and always to type checkers), and the decorator must win.
+from .decorators import AsyncTask, EnqueueOptions, Task, TaskOptions, job
+
 __version__ = VERSION
 
 __all__ = [
     'VERSION',
+    'AsyncTask',
     'Callback',
     'CanceledJobRegistry',
     'DeferredJobRegistry',
     'Dependency',
+    'EnqueueOptions',
     'EnqueueData',
     'ExecutionRegistry',
     'FailedJobRegistry',
     'FinishedJobRegistry',
     'Group',
     'Job',
+    'JobCanceled',
+    'JobFailed',
     'JobStatus',
+    'JobStopped',
     'NoRedisConnectionException',
     'Queue',
     'RateLimit',
@@ -80,6 +89,8 @@ __all__ = [
     'Retry',
     'ScheduledJobRegistry',
     'StartedJobRegistry',
+    'Task',
+    'TaskOptions',
     'Webhook',
     'Worker',
     'WorkerInfo',
@@ -113,7 +124,7 @@ async def cancel_job(
     return await job.cancel(enqueue_dependents=enqueue_dependents)
 
 
-async def requeue_job(job_id: str, connection: Redis | None = None, serializer: Any = None) -> Job:
+async def requeue_job(job_id: str, connection: Redis | None = None, serializer: Any = None) -> Job[Any]:
     """``rq.requeue_job``: move a failed job back onto its queue."""
     job = await Job.fetch(job_id, connection=connection, serializer=serializer)
     return await job.requeue()

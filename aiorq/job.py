@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import rq.job
 from redis.asyncio import Redis
+from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job as RQJob
 from rq.job import JobStatus
@@ -16,12 +18,20 @@ from . import protocol as p
 from ._awaitable import AwaitableProperty
 from .connections import current_connection_or_none, resolve_connection
 from .registry import ExecutionRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
-from .results import Result
+from .results import JobCanceled, JobFailed, JobStopped, Result
 
 if TYPE_CHECKING:
     from .queue import Queue
 
 __all__ = ['Dependency', 'Job', 'JobStatus']
+
+R_co = TypeVar('R_co', covariant=True)
+
+# How often ``Job.wait`` re-reads the status while no result comes: a cancel or a delete writes
+# no result to wake it (a result wakes it at once, whatever this is).
+WAIT_RECHECK_INTERVAL = 2.0
+_DONE = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
+_FAILURES = (Result.Type.FAILED, Result.Type.STOPPED, Result.Type.MAX_RETRIES_EXCEEDED)
 
 
 class _Field:
@@ -50,11 +60,13 @@ class _Payload(_Field):
         return getattr(obj._rq, self.name)
 
 
-class Job:
+class Job(Generic[R_co]):
     """A job; pure attributes behave as in rq, I/O is awaited.
 
     ``is_finished`` and friends are awaitable properties (``await job.is_finished``); methods are
     coroutines (``await job.get_status()``). ``job.rq_job`` is the underlying ``rq.job.Job`` codec.
+    ``Job[R]`` is a job whose function returns ``R`` (an ``async def`` one: what it awaits to);
+    typing only, nothing of it is stored.
     """
 
     redis_job_namespace_prefix = p.keys.JOB_PREFIX
@@ -94,10 +106,10 @@ class Job:
     def __init__(self, id: str | None = None, connection: Redis | None = None, serializer: Any = None) -> None:
         self._rq = p.codec.new_job(id, serializer)
         self._connection = connection if connection is not None else current_connection_or_none()
-        self._cached_result: Result | None = None
+        self._cached_result: Result[Any] | None = None
 
     @classmethod
-    def _wrap(cls, rq_job: RQJob, connection: Redis | None) -> Job:
+    def _wrap(cls, rq_job: RQJob, connection: Redis | None) -> Job[Any]:
         job = cls.__new__(cls)
         job._rq = rq_job
         job._connection = connection
@@ -215,7 +227,7 @@ class Job:
     @classmethod
     def create(
         cls, func: Any, args: Any = None, kwargs: Any = None, connection: Redis | None = None, **options: Any
-    ) -> Job:
+    ) -> Job[Any]:
         """``rq.job.Job.create`` without I/O; options as rq's (``result_ttl``, ``depends_on``, …)."""
         depends_on = options.pop('depends_on', None)
         if depends_on is not None:
@@ -224,7 +236,7 @@ class Job:
         return cls._wrap(rq_job, connection if connection is not None else current_connection_or_none())
 
     @classmethod
-    async def fetch(cls, id: str, connection: Redis | None = None, serializer: Any = None) -> Job:
+    async def fetch(cls, id: str, connection: Redis | None = None, serializer: Any = None) -> Job[Any]:
         """Load a job by id (``<id>:<execution>`` accepted); ``NoSuchJobError`` if missing."""
         conn = resolve_connection(connection)
         return cls._wrap(await p.jobs.fetch(conn, id, serializer), conn)
@@ -232,7 +244,7 @@ class Job:
     @classmethod
     async def fetch_many(
         cls, job_ids: Iterable[str], connection: Redis | None = None, serializer: Any = None
-    ) -> list[Job | None]:
+    ) -> list[Job[Any] | None]:
         conn = resolve_connection(connection)
         return [
             None if j is None else cls._wrap(j, conn) for j in await p.jobs.fetch_many(conn, list(job_ids), serializer)
@@ -315,11 +327,11 @@ class Job:
 
     # -- results ---------------------------------------------------------------------------
 
-    async def latest_result(self, timeout: float = 0) -> Result | None:
+    async def latest_result(self, timeout: float = 0) -> Result[R_co] | None:
         """The newest Result; with ``timeout`` (seconds, rounded to ms) wait for one to exist."""
         return await Result.fetch_latest(self, serializer=self.serializer, timeout=timeout)
 
-    async def results(self) -> list[Result]:
+    async def results(self) -> list[Result[R_co]]:
         """All Results, newest first."""
         return await Result.all(self, serializer=self.serializer)
 
@@ -331,7 +343,7 @@ class Job:
         """Delete every Result of the job (rq's ``Result.delete_all(job)``)."""
         await Result.delete_all(self)
 
-    async def return_value(self, refresh: bool = False) -> Any:
+    async def return_value(self, refresh: bool = False) -> R_co | None:
         """The latest successful return value, or ``None`` (cached on the object, as in rq)."""
         if refresh:
             self._cached_result = None
@@ -342,10 +354,10 @@ class Job:
         return None
 
     @property
-    def result(self) -> AwaitableProperty[Any]:
+    def result(self) -> AwaitableProperty[R_co | None]:
         """``await job.result``: the latest result's value if it succeeded, else ``None``."""
 
-        async def read() -> Any:
+        async def read() -> R_co | None:
             latest = await self.latest_result()
             if latest is not None and latest.type == Result.Type.SUCCESSFUL:
                 return latest.return_value
@@ -368,11 +380,51 @@ class Job:
 
         return AwaitableProperty(read, 'job.exc_info')
 
+    async def wait(self, timeout: float | None = None) -> R_co:
+        """The job's return value once it has run, waiting for it on the result stream.
+
+        Raises :class:`~aiorq.JobFailed` if it failed (:class:`~aiorq.JobStopped`,
+        :class:`~aiorq.JobCanceled` if stopped or canceled), ``asyncio.TimeoutError`` after
+        ``timeout`` seconds (None: no limit), ``NoSuchJobError`` if the job is gone (deleted, or
+        ``result_ttl=0``, which keeps nothing). A retried or repeated job is waited for through
+        its last attempt. A connection is taken from the pool only while reading or blocking.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        conn = self.connection
+        while True:
+            # The decision is made from status and newest result read together; the blocking
+            # read below only wakes this loop when a worker appends a result.
+            status, latest = await p.jobs.status_and_latest_result(conn, self.id, self.serializer)
+            if status is None:
+                raise NoSuchJobError(f'job {self.id} does not exist (deleted, expired, or result_ttl=0)')
+            if status == JobStatus.CANCELED:
+                raise JobCanceled(self.id)
+            if status in _DONE:
+                return self._outcome(status, None if latest is None else Result._adopt(latest, conn))
+            wait = WAIT_RECHECK_INTERVAL
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    raise asyncio.TimeoutError(f'job {self.id} is still {status.value} after {timeout} s')
+            await p.jobs.wait_for_result_after(conn, self.id, (latest and latest.id) or '0-0', wait)
+
+    def _outcome(self, status: JobStatus, latest: Result[Any] | None) -> Any:
+        """What ``wait`` returns or raises for a job in a final status, given its newest result."""
+        failure = latest if latest is not None and latest.type in _FAILURES else None
+        if status == JobStatus.STOPPED:
+            raise JobStopped(self.id, failure)
+        if status == JobStatus.FAILED:
+            raise JobFailed(self.id, failure)
+        if latest is None or latest.type != Result.Type.SUCCESSFUL:
+            raise NoSuchJobError(f'job {self.id} finished but its result is gone (expired or deleted)')
+        return latest.return_value
+
     # -- dependencies ----------------------------------------------------------------------
 
     @property
-    def dependency(self) -> AwaitableProperty[Job | None]:
-        async def read() -> Job | None:
+    def dependency(self) -> AwaitableProperty[Job[Any] | None]:
+        async def read() -> Job[Any] | None:
             if not self._dependency_ids:
                 return None
             return await Job.fetch(self._dependency_ids[0], self.connection, self.serializer)
@@ -387,11 +439,11 @@ class Job:
     def dependency_ids(self) -> AwaitableProperty[list[str]]:
         return AwaitableProperty(lambda: p.jobs.dependency_ids(self.connection, self.id), 'job.dependency_ids')
 
-    async def fetch_dependencies(self) -> list[Job]:
+    async def fetch_dependencies(self) -> list[Job[Any]]:
         found = await Job.fetch_many(self._dependency_ids, self.connection, self.serializer)
         return [j for j in found if j is not None]
 
-    async def dependencies_are_met(self, parent_job: Job | None = None, exclude_job_id: str | None = None) -> bool:
+    async def dependencies_are_met(self, parent_job: Job[Any] | None = None, exclude_job_id: str | None = None) -> bool:
         return await p.enqueue.dependencies_are_met(
             self.connection, self._rq, parent=parent_job._rq if parent_job else None, exclude_job_id=exclude_job_id
         )
@@ -429,7 +481,7 @@ class Job:
     async def delete_dependents(self) -> None:
         await p.jobs.delete_dependents(self.connection, self.id, self.serializer)
 
-    async def requeue(self, at_front: bool = False) -> Job:
+    async def requeue(self, at_front: bool = False) -> Job[R_co]:
         """Move the job from the failed registry back onto its queue."""
         await p.jobs.requeue(self.connection, self._rq, p.keys.registry('failed', self.origin), at_front=at_front)
         return self

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from functools import total_ordering
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, overload
 
 from redis.asyncio import Redis
 from rq.callbacks import Callback
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
-from rq.queue import EnqueueData
+from rq.queue import EnqueueArgs, EnqueueData
 from rq.queue import Queue as RQQueue
 from rq.serializers import resolve_serializer
 from rq.utils import import_attribute, now, resolve_function_reference
@@ -36,6 +36,8 @@ from .registry import (
 __all__ = ['Queue', 'EnqueueData']
 
 logger = logging.getLogger('aiorq.queue')
+
+R = TypeVar('R')
 
 SYNC_QUEUES_UNSUPPORTED = (
     'aiorq does not support synchronous queues (is_async=False): keep business logic apart from the '
@@ -209,7 +211,7 @@ class Queue:
         jobs = [await self.fetch_job(job_id) for job_id in await self.get_job_ids(offset, length)]
         return [j for j in jobs if j is not None]
 
-    async def fetch_job(self, job_id: str) -> Job | None:
+    async def fetch_job(self, job_id: str) -> Job[Any] | None:
         """The job if it exists and belongs here; a missing id is removed from the list, as in rq."""
         try:
             job = await self.job_class.fetch(job_id, self.connection, self.serializer)
@@ -288,10 +290,24 @@ class Queue:
             _tracing.inject(rq_job)  # the enqueuing trace, carried in meta to the worker
         return self.job_class._wrap(rq_job, self._connection)
 
-    async def enqueue(self, f: Any, *args: Any, **kwargs: Any) -> Job:
+    # Typed for the result only: the arguments share ``kwargs`` with rq's options, so only
+    # ``@job``'s ``delay`` and ``options(...).delay`` check them (docs/typed-tasks.md).
+    @overload
+    async def enqueue(self, f: Callable[..., Coroutine[Any, Any, R]], *args: Any, **kwargs: Any) -> Job[R]: ...
+
+    @overload
+    async def enqueue(self, f: Callable[..., R], *args: Any, **kwargs: Any) -> Job[R]: ...
+
+    @overload
+    async def enqueue(self, f: str, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    async def enqueue(self, f: Any, *args: Any, **kwargs: Any) -> Job[Any]:
         """Enqueue ``f(*args, **kwargs)``; rq's options (``job_timeout``, ``depends_on``, …) are
         taken out of ``kwargs`` exactly as ``rq.Queue.enqueue`` does."""
-        ea = RQQueue.parse_args(f, *args, **kwargs)
+        return await self._enqueue_parsed(RQQueue.parse_args(f, *args, **kwargs))
+
+    async def _enqueue_parsed(self, ea: EnqueueArgs) -> Job[Any]:
+        """Enqueue a call whose options are already apart from its arguments."""
         return await self.enqueue_call(
             func=ea.func,
             args=ea.args,
@@ -430,10 +446,13 @@ class Queue:
         )
         return [by_id[r.id] for r in done]
 
-    @_tracing.traced_enqueue
-    async def enqueue_at(self, datetime: datetime, f: Any, *args: Any, **kwargs: Any) -> Job:
+    async def enqueue_at(self, datetime: datetime, f: Any, *args: Any, **kwargs: Any) -> Job[Any]:
         """Schedule ``f`` for ``datetime`` (naive means local time, as in rq)."""
-        ea = RQQueue.parse_args(f, *args, **kwargs)
+        return await self._schedule_parsed(datetime, RQQueue.parse_args(f, *args, **kwargs))
+
+    @_tracing.traced_enqueue
+    async def _schedule_parsed(self, datetime: datetime, ea: EnqueueArgs) -> Job[Any]:
+        """Schedule a call whose options are already apart from its arguments."""
         job = self.create_job(
             ea.func,
             status=JobStatus.SCHEDULED,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 import redis
 from redis.asyncio import Redis
@@ -14,7 +15,10 @@ from . import protocol as p
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ['Result']
+__all__ = ['JobCanceled', 'JobFailed', 'JobStopped', 'Result']
+
+R_co = TypeVar('R_co', covariant=True)
+T = TypeVar('T')
 
 WRITES_REFUSED = (
     'aiorq.Result does not write results: the worker that runs a job (aiorq worker or rq worker) '
@@ -33,12 +37,15 @@ def _connection(job: Job) -> Redis:
     return connection
 
 
-class Result(RQResult):
-    """One outcome of one execution, as rq 3.0 stores it.
+class Result(RQResult, Generic[R_co]):
+    """One outcome of one execution, as rq 3.0 stores it; ``Result[R]`` for a job of ``Job[R]``.
 
     Fields, ``Result.Type`` (rq's own enum), equality by entry id, truth and ``repr`` are rq's;
     the class methods that read Redis are coroutines. Writing is refused (see ``WRITES_REFUSED``).
     """
+
+    # Typed here only: what the job's function returned (None unless ``type`` is SUCCESSFUL).
+    return_value: R_co | None
 
     def __init__(
         self,
@@ -73,7 +80,7 @@ class Result(RQResult):
         )
 
     @classmethod
-    def _adopt(cls, decoded: RQResult, connection: Any) -> Result:
+    def _adopt(cls, decoded: RQResult, connection: Any) -> Result[Any]:
         """The same fields on this class (rq's ``restore`` always builds an ``rq.results.Result``)."""
         result = cls.__new__(cls)
         result.__dict__.update(decoded.__dict__)
@@ -83,7 +90,7 @@ class Result(RQResult):
     @classmethod
     def restore(
         cls, job_id: str, result_id: str, payload: dict[Any, Any], connection: Any, serializer: Any = None
-    ) -> Result:
+    ) -> Result[Any]:
         """Decode one stream entry (no I/O), exactly as ``rq.results.Result.restore``."""
         return cls._adopt(RQResult.restore(job_id, result_id, payload, connection, serializer), connection)
 
@@ -95,8 +102,8 @@ class Result(RQResult):
 
     @classmethod
     async def fetch_latest(  # type: ignore[override]
-        cls, job: Job, serializer: Any = None, timeout: float = 0
-    ) -> Result | None:
+        cls, job: Job[T], serializer: Any = None, timeout: float = 0
+    ) -> Result[T] | None:
         """The newest result; with ``timeout`` (seconds, rounded to ms) wait for one while none exists.
 
         Like rq, ``serializer`` is this argument's, not the job's (``job.latest_result()`` passes the job's).
@@ -106,12 +113,12 @@ class Result(RQResult):
         return None if found is None else cls._adopt(found, conn)
 
     @classmethod
-    async def fetch(cls, job: Job, serializer: Any = None) -> Result | None:  # type: ignore[override]
+    async def fetch(cls, job: Job[T], serializer: Any = None) -> Result[T] | None:  # type: ignore[override]
         """rq 3.0's ``Result.fetch`` is a stub that always returns ``None``; so is this."""
         return None
 
     @classmethod
-    async def all(cls, job: Job, serializer: Any = None) -> list[Result]:  # type: ignore[override]
+    async def all(cls, job: Job[T], serializer: Any = None) -> list[Result[T]]:  # type: ignore[override]
         """Every result of the job, newest first (rq keeps about the last 10)."""
         conn = _connection(job)
         return [cls._adopt(r, conn) for r in await p.jobs.all_results(conn, job.id, serializer)]
@@ -144,3 +151,52 @@ class Result(RQResult):
     @classmethod
     def create_max_retries_exceeded(cls, *args: Any, **kwargs: Any) -> NoReturn:
         raise NotImplementedError(WRITES_REFUSED)
+
+
+_EXC_TYPE = re.compile(r'[A-Za-z_][\w.]*')
+
+
+def _last_exception(exc_string: str) -> tuple[str | None, str]:
+    """The type and message of a formatted traceback's last exception (``('ValueError', 'bad')``);
+    ``(None, text)`` for a failure that is no traceback (a stopped or abandoned job's note)."""
+    text = exc_string.strip('\n')
+    if 'Traceback (most recent call last):' not in text:
+        return None, text.strip()
+    lines = text.splitlines()
+    # The last exception's own lines follow the last indented line (a frame or its source).
+    start = max((i + 1 for i, line in enumerate(lines) if line[:1] in (' ', '\t')), default=0)
+    head, *rest = lines[start:] or ['']
+    name, sep, message = head.partition(': ')
+    if not _EXC_TYPE.fullmatch(name):
+        return None, '\n'.join(lines[start:])
+    return name, '\n'.join([message, *rest]) if sep else '\n'.join(rest)
+
+
+class JobFailed(Exception):  # noqa: N818 - the name the issue fixes
+    """Raised by ``job.wait()`` when the job failed. The exception stayed in the worker: rq stores
+    its text only, so this carries ``exc_type`` (its class name as the traceback spells it, e.g.
+    ``'ValueError'``; None when the failure is no exception), ``exc_message`` and ``traceback``
+    (the worker's whole ``exc_string``), with ``job_id`` and the failed ``result``."""
+
+    def __init__(self, job_id: str, result: Result[Any] | None, what: str = 'failed') -> None:
+        self.job_id = job_id
+        self.result = result
+        self.traceback: str = (result.exc_string if result is not None else None) or ''
+        self.exc_type, self.exc_message = _last_exception(self.traceback)
+        cause = f'{self.exc_type}: {self.exc_message}' if self.exc_type else self.exc_message
+        super().__init__(f'job {job_id} {what}' + (f': {cause}' if cause else ''))
+
+
+class JobStopped(JobFailed):
+    """Raised by ``job.wait()`` when the job was stopped (``send_stop_job_command``): status
+    ``stopped``, its result a failure whose message says so."""
+
+    def __init__(self, job_id: str, result: Result[Any] | None) -> None:
+        super().__init__(job_id, result, 'was stopped')
+
+
+class JobCanceled(JobFailed):
+    """Raised by ``job.wait()`` when the job was canceled (``job.cancel()``); it has no result."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id, None, 'was canceled')

@@ -11,9 +11,9 @@ import aiorq
 async def main() -> None:
     redis = aiorq.from_url(os.environ.get('REDIS_URL', 'redis://127.0.0.1:6399/0'))
     queue = aiorq.Queue('my_queue', connection=redis)
-    job = await queue.enqueue(mylib.add, 1, 2)
-    result = await job.latest_result(timeout=10)  # waits until a worker has run the job
-    print(result.return_value if result else 'no worker answered within 10 s')
+    add = aiorq.job(queue)(mylib.add)  # a typed task: `@aiorq.job(queue)` on mylib.add's def does the same
+    job = await add.delay(1, 2)  # a Job[int]; add.delay(1, '2') is a type error (mypy, pyright)
+    print(await job.wait(timeout=10))  # waits until a worker has run the job: 3
     await redis.aclose()
 
 

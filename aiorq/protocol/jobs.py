@@ -122,25 +122,48 @@ async def latest_result(conn: Redis, job_id: str, serializer: Any = None, timeou
     ``socket_timeout``, so a wait longer than that is not cut."""
     key = keys.results(job_id)
     if timeout:
-        block = max(1, int(round(timeout * 1000)))
-        if conn.single_connection_client:
-            response: Any = await conn.xread({key: '0-0'}, block=block)
-            entries = response[0][1] if response else None
-        else:
-            # A pooled connection whose read waits as long as the block (plus the client's own
-            # margin), so the client's socket_timeout does not cut a longer wait.
-            margin = conn.connection_pool.connection_kwargs.get('socket_timeout') or 5
-            raw = await wire.blocking_command(conn, ('XREAD', 'BLOCK', block, 'STREAMS', key, '0-0'), timeout + margin)
-            entries = _stream_entries(raw)
+        entries = await _read_after(conn, key, '0-0', timeout)
         if not entries:
             return None
         entry_id, payload = entries[-1]
     else:
-        response = await conn.xrevrange(key, '+', '-', count=1)
+        response: Any = await conn.xrevrange(key, '+', '-', count=1)
         if not response:
             return None
         entry_id, payload = response[0]
     return _restore_result(job_id, entry_id, payload, serializer)
+
+
+async def _read_after(conn: Redis, key: str, after: str, timeout: float) -> list[tuple[Any, dict[Any, Any]]] | None:
+    """``XREAD BLOCK`` for the entries of ``key`` after ``after``, waiting up to ``timeout`` s."""
+    block = max(1, int(round(timeout * 1000)))
+    if conn.single_connection_client:
+        response: Any = await conn.xread({key: after}, block=block)
+        return response[0][1] if response else None
+    # A pooled connection whose read waits as long as the block (plus the client's own
+    # margin), so the client's socket_timeout does not cut a longer wait.
+    margin = conn.connection_pool.connection_kwargs.get('socket_timeout') or 5
+    raw = await wire.blocking_command(conn, ('XREAD', 'BLOCK', block, 'STREAMS', key, after), timeout + margin)
+    return _stream_entries(raw)
+
+
+async def status_and_latest_result(
+    conn: Redis, job_id: str, serializer: Any = None
+) -> tuple[JobStatus | None, Result | None]:
+    """The job's status and newest result, read together (``MULTI``): a worker writes both in
+    one transaction, so the pair is always one outcome (rq-protocol §5)."""
+    async with conn.pipeline(transaction=True) as pipe:
+        pipe.hget(keys.job(job_id), 'status')
+        pipe.xrevrange(keys.results(job_id), '+', '-', count=1)
+        status, newest = await pipe.execute()
+    latest = _restore_result(job_id, newest[0][0], newest[0][1], serializer) if newest else None
+    return parse_status(status), latest
+
+
+async def wait_for_result_after(conn: Redis, job_id: str, after: str, timeout: float) -> bool:
+    """Block until the job's result stream has an entry newer than ``after`` (a stream id,
+    ``0-0`` for any) or ``timeout`` s pass; True if one came. No connection is held after."""
+    return bool(await _read_after(conn, keys.results(job_id), after, timeout))
 
 
 async def all_results(conn: Redis, job_id: str, serializer: Any = None) -> list[Result]:
