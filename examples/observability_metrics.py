@@ -32,6 +32,8 @@ async def main() -> None:
 
     job = await aiorq.Queue('high', connection=redis).enqueue(add, 1, 2)
     await job.latest_result(timeout=30)  # the worker has run it
+    while worker.successful_job_count < 1:  # and counted it (just after writing its result)
+        await asyncio.sleep(0.01)
     assert worker.metrics is not None and worker.metrics.port is not None  # the port it took
     text = await asyncio.to_thread(scrape, worker.metrics.port)  # a scrape reads the worker's loop
     for line in text.splitlines():

@@ -21,6 +21,7 @@ os.environ['PYTHONPATH'] = os.pathsep.join(
     p for p in (str(ROOT / 'tests'), str(ROOT / 'examples'), os.environ['PYTHONPATH']) if p
 )
 
+import sitecustomize  # noqa: E402,F401  (what every test subprocess imports at start-up: rq's shutdown)
 from faultkit import fault_redis, lossy_proxy  # noqa: E402,F401  (fixtures of tests/faults)
 from processes import processes  # noqa: E402,F401  (fixture)
 from redis_server import RedisServer  # noqa: E402

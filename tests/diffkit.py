@@ -15,7 +15,7 @@ import redis
 import rq
 import rq.decorators
 from redis.asyncio import Redis
-from state import diff, snapshot
+from state import diff, renamed, snapshot
 
 import aiorq
 
@@ -50,20 +50,25 @@ async def compare(
     """Run ``scenario`` with rq on one database and aiorq on another; assert equal state.
 
     ``setup`` prepares both databases identically, with stock rq, before the scenario runs.
+    Each side runs and is read back in one stretch (setup, scenario, snapshot), so that its
+    TTLs and clock-relative scores age by its own run only, however long the other side took.
     """
     if setup is not None:
         setup(rq_conn)
-        setup(aiorq_sync)
     rq_result = await scenario(rq, rq_conn)
+    rq_snap = snapshot(rq_conn)
+    if setup is not None:
+        setup(aiorq_sync)
     aiorq_result = await scenario(aiorq, aconn)
+    aiorq_snap = snapshot(aiorq_sync)
     ids: dict[str, str] = {}
     for i, (x, y) in enumerate(_ids(rq_result, aiorq_result)):
         ids[x] = f'ID{i}'
         ids[y] = f'ID{i}'
     rq_ids = {k: v for k, v in ids.items() if k in _flat(rq_result)}
     ai_ids = {k: v for k, v in ids.items() if k in _flat(aiorq_result)}
-    before = _drop(snapshot(rq_conn, rq_ids), ignore)
-    after = _drop(snapshot(aiorq_sync, ai_ids), ignore)
+    before = _drop(renamed(rq_snap, rq_ids), ignore)
+    after = _drop(renamed(aiorq_snap, ai_ids), ignore)
     problems = diff(before, after)
     assert not problems, 'aiorq left a different state than rq:\n' + '\n'.join(problems)
     assert before, 'the scenario wrote nothing: the comparison would prove nothing'

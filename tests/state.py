@@ -65,14 +65,6 @@ def _hash_value(field: bytes, value: bytes) -> Any:
 def snapshot(conn: redis.Redis, ids: dict[str, str] | None = None) -> dict[Any, Any]:
     """Every key: type, ttl (approximate) and content. ``ids`` renames ids (e.g. generated uuids)."""
     now = time.time()
-    ids = ids or {}
-
-    def rename(b: bytes | str) -> bytes:
-        out = b if isinstance(b, bytes) else b.encode()
-        for old, new in ids.items():
-            out = out.replace(old.encode(), new.encode())
-        return out
-
     out: dict[Any, Any] = {}
     for key in sorted(conn.keys('*')):
         kind = conn.type(key).decode()
@@ -80,22 +72,45 @@ def snapshot(conn: redis.Redis, ids: dict[str, str] | None = None) -> dict[Any, 
         ttl_v: Any = ttl if ttl < 0 else Near(ttl)
         content: Any
         if kind == 'hash':
-            content = {
-                rename(f): _hash_value(f, rename(v) if f != b'data' else v) for f, v in conn.hgetall(key).items()
-            }
+            content = {f: _hash_value(f, v) for f, v in conn.hgetall(key).items()}
         elif kind == 'list':
-            content = [rename(v) for v in conn.lrange(key, 0, -1)]
+            content = conn.lrange(key, 0, -1)
         elif kind == 'set':
-            content = sorted(rename(v) for v in conn.smembers(key))
+            content = sorted(conn.smembers(key))
         elif kind == 'zset':
-            content = {rename(m): _score(s, now) for m, s in conn.zrange(key, 0, -1, withscores=True)}
+            content = {m: _score(s, now) for m, s in conn.zrange(key, 0, -1, withscores=True)}
         elif kind == 'stream':
             content = [{f: _stream_value(f, v) for f, v in fields.items()} for _, fields in conn.xrange(key)]
         elif kind == 'string':
             content = conn.get(key)
         else:
             content = kind
-        out[rename(key)] = (kind, ttl_v, content)
+        out[key] = (kind, ttl_v, content)
+    return renamed(out, ids) if ids else out
+
+
+def renamed(snap: dict[Any, Any], ids: dict[str, str]) -> dict[Any, Any]:
+    """``snap`` with the ids in keys, hash fields and values (but job data), list, set and sorted
+    set members renamed (``ids``: old -> new), as :func:`snapshot` with ``ids`` takes it."""
+
+    def rename(b: bytes) -> bytes:
+        for old, new in ids.items():
+            b = b.replace(old.encode(), new.encode())
+        return b
+
+    out: dict[Any, Any] = {}
+    for key, (kind, ttl, content) in snap.items():
+        if kind == 'hash':
+            content = {
+                rename(f): rename(v) if isinstance(v, bytes) and f != b'data' else v for f, v in content.items()
+            }
+        elif kind == 'list':
+            content = [rename(v) for v in content]
+        elif kind == 'set':
+            content = sorted(rename(v) for v in content)
+        elif kind == 'zset':
+            content = {rename(m): s for m, s in content.items()}
+        out[rename(key)] = (kind, ttl, content)
     return out
 
 

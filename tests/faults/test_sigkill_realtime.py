@@ -45,6 +45,9 @@ def test_idle_survivor_recovers_jobs_and_scheduler(
         time.sleep(0.05)
     lock_owner = sync_conn.get(f'rq:scheduler-lock:{QUEUE}')
     assert lock_owner is not None
+    # The victim's six executions in the started registry (members job_id:execution_id).
+    claims = set(sync_conn.zrange(f'rq:wip:{QUEUE}', 0, -1))
+    assert len(claims) == 6, claims
     assert RQScheduler.fetch(lock_owner.decode(), sync_conn).pid == victim.pid
 
     survivor = processes.start(
@@ -63,6 +66,8 @@ def test_idle_survivor_recovers_jobs_and_scheduler(
     ttl = INTERVAL + 60
     recovered: dict[str, float] = {}
     while len(recovered) < 7:
+        # Read before what released the jobs: a job the survivor had taken by now was queued earlier.
+        survivor_state = sync_conn.hget('rq:worker:survivor', 'state')
         elapsed = time.monotonic() - killed
         assert elapsed < ttl + MAINTENANCE + 20, f'{sorted(recovered)} after {elapsed:.0f}s\n{processes.logs()}'
         for job in RQJob.fetch_many(retried + plain + [later.id], connection=sync_conn):
@@ -72,9 +77,13 @@ def test_idle_survivor_recovers_jobs_and_scheduler(
                 (job.id in plain and status == JobStatus.FAILED) or status == JobStatus.FINISHED
             ):
                 recovered[job.id] = elapsed
-        if len(recovered) < 4:
-            # Until the jobs are recovered the survivor has had nothing to run: it stayed idle.
-            assert sync_conn.hget('rq:worker:survivor', 'state') == b'idle'
+        if claims <= set(sync_conn.zrange(f'rq:wip:{QUEUE}', 0, -1)) and (
+            sync_conn.get(f'rq:scheduler-lock:{QUEUE}') == lock_owner
+        ):
+            # Until the dead worker's jobs and scheduler lock are released nothing can be queued:
+            # the survivor has had nothing to run, it stayed idle. (Once they are, it runs the
+            # requeued retries and the scheduled job, busy before they count as recovered.)
+            assert survivor_state == b'idle', f'{survivor_state!r} after {elapsed:.0f}s\n{processes.logs()}'
         time.sleep(0.5)
 
     # Abandoned no earlier than the heartbeat deadline, and no later than one maintenance pass after.

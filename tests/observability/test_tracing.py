@@ -3,6 +3,10 @@ workers (with ``aiorq.tracing``) continue the trace."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,3 +244,21 @@ async def test_stock_rq_workers_with_otel_settings(
     ]
     for i, command in enumerate(commands):
         await run_documented(command, conn, sync_conn, redis_url, spans, tmp_path / str(i))
+
+
+@pytest.mark.parametrize('cls', ['TracingWorker', 'TracingSimpleWorker'])
+def test_aiorq_rq_worker_classes_stop_at_once(redis_url: str, cls: str) -> None:
+    """rq 3.0 with redis-py 8.2 stops its command listener in an order that can make a worker
+    wait 60 s to exit (see tests/sitecustomize.py, which the tests' other processes load); aiorq's
+    rq worker classes do not. Run without that test-only patch, each burst ends within seconds."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    for _ in range(6):
+        began = time.monotonic()
+        subprocess.run(
+            [sys.executable, '-m', 'rq.cli', 'worker', '--burst', '--url', redis_url, '-w', f'aiorq.tracing.{cls}'],
+            env=env,
+            capture_output=True,
+            timeout=50,
+            check=True,
+        )
+        assert time.monotonic() - began < 20
