@@ -37,13 +37,19 @@ async def sleep_on_loop(seconds: float) -> float:
     return seconds
 
 
+def _spin_until(end: float) -> None:
+    while time.monotonic() < end:
+        pass
+
+
 async def spin_ignoring_timeouts(seconds: float) -> float:
-    """Holds the loop for ``seconds``, swallowing every exception raised into it."""
+    """Holds the loop for ``seconds``, swallowing every exception raised into it. (The spin is a
+    call of its own: CPython 3.13.0 does not let a coroutine frame catch what a signal handler
+    raised in that same frame.)"""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
-            while time.monotonic() < end:
-                pass
+            _spin_until(end)
         except BaseException:
             pass
     return seconds
