@@ -155,7 +155,9 @@ async def test_worker_moves_jobs_in_time_and_retries_with_interval(conn: Redis, 
     repeated = await q.enqueue(tasks.add, 2, 2, repeat=aiorq.Repeat(times=1, interval=1))
     for job in ours:
         assert await job.latest_result(timeout=8) is not None
-    assert rq.job.Job.fetch(stock.id, connection=sync_conn).latest_result(timeout=5) is not None
+    # rq's blocking wait, off the loop: the worker shares this loop and must run the job meanwhile.
+    stock_job = rq.job.Job.fetch(stock.id, connection=sync_conn)
+    assert await asyncio.to_thread(stock_job.latest_result, timeout=5) is not None
     lags = []
     for job in ours:
         await job.refresh()
