@@ -36,6 +36,15 @@ R = TypeVar('R')
 R_co = TypeVar('R_co', covariant=True)
 
 
+# rq's EnqueueArgs fields other than the call itself, each read from the options by its enqueue
+# keyword (rq names the timeout ``job_timeout`` there).
+_OPTION_OF = {
+    field: 'job_timeout' if field == 'timeout' else field
+    for field in EnqueueArgs._fields
+    if field not in ('func', 'args', 'kwargs')
+}
+
+
 class EnqueueOptions(TypedDict, total=False):
     """rq's enqueue options (the keywords ``rq.Queue.enqueue`` takes out of its ``kwargs``), typed,
     plus ``enqueue_at``/``enqueue_in`` to schedule as ``Queue.enqueue_at``/``enqueue_in`` do.
@@ -105,29 +114,9 @@ class TaskOptions(Generic[P, R_co]):
         d = self._decorator
         # The decorator's arguments, then these options, then the call's own (rq's ``delay``).
         o: dict[str, Any] = {**d._defaults(), **self._options, **overrides}
-        ea = EnqueueArgs(
-            func=self._func,
-            timeout=o.get('job_timeout'),
-            description=o.get('description'),
-            result_ttl=o.get('result_ttl'),
-            ttl=o.get('ttl'),
-            failure_ttl=o.get('failure_ttl'),
-            depends_on=o.get('depends_on'),
-            job_id=o.get('job_id'),
-            at_front=bool(o.get('at_front')),
-            meta=o.get('meta'),
-            retry=o.get('retry'),
-            repeat=o.get('repeat'),
-            on_success=o.get('on_success'),
-            on_failure=o.get('on_failure'),
-            on_stopped=o.get('on_stopped'),
-            rate_limit=o.get('rate_limit'),
-            pipeline=o.get('pipeline'),
-            unique=bool(o.get('unique')),
-            args=tuple(args),
-            kwargs=kwargs,
-            webhooks=o.get('webhooks'),
-        )
+        values: dict[str, Any] = {field: o.get(name) for field, name in _OPTION_OF.items()}
+        values.update(at_front=bool(values['at_front']), unique=bool(values['unique']))
+        ea = EnqueueArgs(func=self._func, args=tuple(args), kwargs=kwargs, **values)
         queue = d._queue()
         when: datetime | None = o.get('enqueue_at')
         if o.get('enqueue_in') is not None:
