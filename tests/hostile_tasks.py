@@ -69,24 +69,15 @@ def note_span(path: str, seconds: float) -> float:
     return seconds
 
 
-def plain_peak(seconds: float) -> int:
-    """Counts how many of these run at once (``plain_running``; peak in ``plain_peak``)."""
+def hold_until_released() -> str:
+    """A plain function that waits (in its thread) until someone sets the key ``release``."""
     import rq
 
     job = rq.get_current_job()
     assert job is not None
-    conn = job.connection
-    now_running = int(conn.incr('plain_running'))
-    conn.eval(
-        "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
-        "redis.call('SET', KEYS[1], ARGV[1]) end",
-        1,
-        'plain_peak',
-        now_running,
-    )
-    time.sleep(seconds)
-    conn.decr('plain_running')
-    return now_running
+    while not job.connection.get('release'):
+        time.sleep(0.02)
+    return 'released'
 
 
 async def raise_cancelled() -> None:

@@ -282,11 +282,24 @@ async def test_a_retry_never_runs_beside_the_thread_it_retries(conn: Redis, tmp_
 
 
 async def test_plain_jobs_use_every_slot(conn: Redis, sync_conn: redis.Redis) -> None:
+    """Two plain jobs hold two of four slots; the other two slots keep serving quick jobs (a
+    running plain job counts once against the concurrency, not for its execution and its thread)."""
     q = Queue(QUEUE, connection=conn)
-    jobs = [await q.enqueue(hostile_tasks.plain_peak, 0.5) for _ in range(4)]
-    await asyncio.wait_for(Worker(QUEUE, connection=conn, name='plain', concurrency=4).work(burst=True), 30)
-    assert int(sync_conn.get('plain_peak') or 0) == 4
-    assert [await j.get_status() for j in jobs] == [JobStatus.FINISHED] * 4
+    held = [await q.enqueue(hostile_tasks.hold_until_released) for _ in range(2)]
+    quick = [await q.enqueue(tasks.add, i, 1) for i in range(6)]
+    worker = Worker(QUEUE, connection=conn, name='plain', concurrency=4)
+    task = asyncio.ensure_future(worker.work(burst=True))
+    try:
+        await wait_for(lambda: all_finished(quick), 20)
+        assert [await j.get_status() for j in held] == [JobStatus.STARTED] * 2
+    finally:
+        sync_conn.set('release', 1)
+        await asyncio.wait_for(task, 20)
+    assert [await j.get_status() for j in held] == [JobStatus.FINISHED] * 2
+
+
+async def all_finished(jobs: list[aiorq.Job]) -> bool:
+    return all([await j.get_status() == JobStatus.FINISHED for j in jobs])
 
 
 async def test_a_result_over_a_megabyte_is_stored_where_redis_takes_it(conn: Redis) -> None:
