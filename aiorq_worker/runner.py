@@ -225,9 +225,7 @@ class Runner:
             job.ended_at = now()
             job.last_heartbeat = job.ended_at
             if exc_info is None and isinstance(return_value, Retry):
-                if await self.recorded(
-                    ex, lambda _: finish.finish_returned_retry(worker.connection, worker.name, ex, return_value)
-                ):
+                if await self.recorded(ex, lambda _: self.returned_retry(ex, return_value)):
                     worker.log_end(ex, 'Job returned Retry')
             elif exc_info is None:
                 exc_info = await self.success(ex, return_value)
@@ -351,6 +349,10 @@ class Runner:
     async def webhooks(self, job: rq.job.Job, status: JobStatus, exc_string: str | None = None) -> None:
         if any(w.job_status == status for w in job.webhooks):
             await asyncio.to_thread(job.send_webhooks, status, exc_string=exc_string)
+
+    async def returned_retry(self, ex: dequeue.Execution, retry: Retry) -> bool:
+        committed, _ = await finish.finish_returned_retry(self.worker.connection, self.worker.name, ex, retry)
+        return committed
 
     async def recorded(self, ex: dequeue.Execution, write: Callable[[bool], Any]) -> bool:
         """:meth:`durably`, for outcomes that have no fallback: a refusal is logged (the job's

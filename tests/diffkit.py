@@ -14,6 +14,7 @@ from typing import Any
 import redis
 import rq
 import rq.decorators
+import tasks
 from redis.asyncio import Redis
 from state import diff, renamed, snapshot
 
@@ -86,3 +87,22 @@ def _flat(result: Any) -> list[str]:
 def _ids(rq_result: Any, aiorq_result: Any) -> list[tuple[str, str]]:
     """Pairs of generated ids, for results that are jobs or lists of jobs."""
     return [(x, y) for x, y in zip(_flat(rq_result), _flat(aiorq_result)) if x != y]
+
+
+def all_enqueue_options(job_id: str) -> dict[str, Any]:
+    """rq's enqueue options, each set to a value other than its default (differential tests)."""
+    return dict(
+        job_id=job_id,
+        job_timeout='1h',
+        result_ttl=100,
+        ttl=60,
+        failure_ttl=300,
+        description='described',
+        meta={'progress': 0},
+        retry=rq.Retry(max=3, interval=[10, 20]),
+        repeat=rq.Repeat(times=2, interval=[0, 60]),
+        on_success=rq.Callback(tasks.on_success_cb, timeout=5),
+        on_failure=rq.Callback(tasks.on_failure_cb),
+        on_stopped=tasks.on_stopped_cb,
+        webhooks=[rq.Webhook('http://127.0.0.1:9/hook', 'finished', headers={'X': '1'})],
+    )

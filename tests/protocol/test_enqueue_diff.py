@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import rq
 import tasks
-from diffkit import a, compare, decorator_of
+from diffkit import a, all_enqueue_options, compare, decorator_of
 from rq.exceptions import DuplicateJobError
 
 CASES: dict[str, Any] = {}
@@ -42,25 +42,7 @@ async def at_front(lib: Any, conn: Any) -> Any:
 async def every_option(lib: Any, conn: Any) -> Any:
     q = lib.Queue('q', connection=conn)
     return await a(
-        q.enqueue(
-            tasks.echo,
-            1,
-            'two',
-            key=[3],
-            job_id='j1',
-            job_timeout='1h',
-            result_ttl=100,
-            ttl=60,
-            failure_ttl=300,
-            description='described',
-            meta={'progress': 0},
-            retry=rq.Retry(max=3, interval=[10, 20]),
-            repeat=rq.Repeat(times=2, interval=[0, 60]),
-            on_success=rq.Callback(tasks.on_success_cb, timeout=5),
-            on_failure=rq.Callback(tasks.on_failure_cb),
-            on_stopped=tasks.on_stopped_cb,
-            webhooks=[rq.Webhook('http://127.0.0.1:9/hook', 'finished', headers={'X': '1'})],
-        )
+        q.enqueue(tasks.echo, 1, 'two', key=[3], **all_enqueue_options('j1'))
     )
 
 

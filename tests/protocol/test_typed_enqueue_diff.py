@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import rq
-import tasks
 import typed_tasks
-from diffkit import a, compare
+from diffkit import a, all_enqueue_options, compare
 
 import aiorq
 
@@ -43,21 +42,7 @@ async def delay(lib: Any, conn: Any) -> Any:
 
 @case
 async def every_option(lib: Any, conn: Any) -> Any:
-    options: dict[str, Any] = dict(
-        job_id='t1',
-        job_timeout='1h',
-        result_ttl=100,
-        ttl=60,
-        failure_ttl=300,
-        description='described',
-        meta={'progress': 0},
-        retry=rq.Retry(max=3, interval=[10, 20]),
-        repeat=rq.Repeat(times=2, interval=[0, 60]),
-        on_success=rq.Callback(tasks.on_success_cb, timeout=5),
-        on_failure=rq.Callback(tasks.on_failure_cb),
-        on_stopped=tasks.on_stopped_cb,
-        webhooks=[rq.Webhook('http://127.0.0.1:9/hook', 'finished', headers={'X': '1'})],
-    )
+    options = all_enqueue_options('t1')
     if lib is rq:
         q = rq.Queue(QUEUE, connection=conn)
         q.enqueue(typed_tasks.add, 0, job_id='parent', result_ttl=600)
