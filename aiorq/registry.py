@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from redis.asyncio import Redis
-from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job as RQJob
 from rq.serializers import resolve_serializer
@@ -22,6 +22,7 @@ from rq.serializers import resolve_serializer
 from . import protocol as p
 from ._awaitable import AwaitableProperty, refuse
 from .connections import current_connection_or_none, resolve_connection, sync_connection
+from .handlers import CallbackRunner, ExcInfo, call_exception_handlers, handle_abandoned
 
 if TYPE_CHECKING:
     from .job import Job
@@ -167,47 +168,43 @@ class _IdRegistry(BaseRegistry):
         return result
 
 
-async def _run_abandoned_failure_callback(connection: Redis, rq_job: RQJob) -> None:
-    """The job's failure callback gets ``(job, sync connection, AbandonedJobError, exc, None)``
-    as in rq; it runs in a thread because rq's callbacks are blocking code."""
-    if not rq_job._failure_callback_name:
-        return
+def _callback_runner(connection: Redis, job_class: type[Job]) -> CallbackRunner:
+    """How cleanup runs an abandoned job's failure callback: a blocking one in a thread with
+    ``(job, sync connection, *exc_info)`` as in rq; a coroutine one, as the worker runs it, with
+    an ``aiorq.Job`` and the async client, under its timeout."""
 
-    def call() -> None:
-        sync = sync_connection(connection)
-        try:
-            rq_job.connection = sync
-            callback = rq_job.failure_callback
-            if callback is not None:
-                callback(rq_job, sync, AbandonedJobError, AbandonedJobError(), None)
-        finally:
-            rq_job.connection = p.codec.NOIO
-            sync.close()
+    async def run(rq_job: RQJob, callback: Callable[..., Any], timeout: Any, *args: Any) -> None:
+        if inspect.iscoroutinefunction(callback):
+            await asyncio.wait_for(callback(job_class._wrap(rq_job, connection), connection, *args), timeout)
+            return
 
-    await asyncio.to_thread(call)
+        def call() -> None:
+            sync = sync_connection(connection)
+            try:
+                rq_job.connection = sync
+                callback(rq_job, sync, *args)
+            finally:
+                rq_job.connection = p.codec.NOIO
+                sync.close()
 
+        await asyncio.to_thread(call)
 
-async def call_exception_handlers(handlers: Sequence[Callable[..., Any]], job: Job, *exc_info: Any) -> None:
-    """rq's rule: each handler in turn until one returns an explicit falsy value; a coroutine
-    handler is awaited."""
-    for handler in handlers:
-        keep_going = handler(job, *exc_info)
-        if inspect.isawaitable(keep_going):
-            keep_going = await keep_going
-        if keep_going is not None and not keep_going:
-            break
+    return run
 
 
 def _abandoned_hook(
     connection: Redis, job_class: type[Job], exception_handlers: Sequence[Callable[..., Any]] | None
 ) -> Callable[[RQJob], Any]:
-    """What rq does for each abandoned job: its failure callback, then the exception handlers."""
+    """What rq does for each abandoned job (``aiorq.handlers.handle_abandoned``): its failure
+    callback, then the exception handlers, each given the job as an ``aiorq.Job``."""
+    run_callback = _callback_runner(connection, job_class)
 
     async def on_abandoned(rq_job: RQJob) -> None:
-        await _run_abandoned_failure_callback(connection, rq_job)
-        if exception_handlers:
-            job = job_class._wrap(rq_job, connection)
-            await call_exception_handlers(exception_handlers, job, AbandonedJobError, AbandonedJobError(), None)
+        async def handlers(exc_info: ExcInfo) -> None:
+            if exception_handlers:
+                await call_exception_handlers(exception_handlers, job_class._wrap(rq_job, connection), exc_info)
+
+        await handle_abandoned(rq_job, run_callback, handlers)
 
     return on_abandoned
 

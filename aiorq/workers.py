@@ -379,4 +379,5 @@ async def is_suspended(connection: Redis | None = None, worker: Any = None) -> b
     conn = resolve_connection(connection)
     if worker is None:
         return await p.workers.is_suspended(conn)
-    return await p.workers.heartbeat_and_check_suspended(conn, worker.name, worker.worker_ttl + 60)
+    ttl = worker.worker_ttl + p.defaults.HEARTBEAT_SLACK
+    return await p.workers.heartbeat_and_check_suspended(conn, worker.name, ttl)

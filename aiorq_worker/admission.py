@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -20,36 +20,66 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import aiorq
 from aiorq.connections import blocking_client
-from aiorq.protocol import dequeue, finish, workers
+from aiorq.protocol import dequeue, workers
 
-if TYPE_CHECKING:
-    from .worker import Worker
+from .backoff import Backoff
+from .execution import Execution
+from .flags import Flags
+from .inflight import InFlight
+from .settings import Settings
+from .status import StateKeeper
 
 logger = logging.getLogger('aiorq.worker')
 
 SUSPENSION_CHECK = 0.5  # seconds
+POP_TTL_MARGIN = 15  # seconds: an idle blocking pop ends this long before the worker record expires
+STOP = object()  # what an empty-queue wait returns when admission should end
+Unstartable = Callable[[str, str, str, Exception], Awaitable[None]]  # queue, job id, execution id, why
 
 
 class Admission:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self._ordered = list(worker.queue_names)
+    """Admits jobs for one worker: ``start(ex)`` runs each admitted execution (and adds it to
+    ``inflight``), ``unstartable`` fails a claimed job that cannot be read, ``reconnected`` is
+    told when Redis answers again after an outage. Writes ``flags.suspended``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        connection: Redis,
+        inflight: InFlight,
+        flags: Flags,
+        status: StateKeeper,
+        start: Callable[[Execution], None],
+        unstartable: Unstartable,
+        reconnected: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.inflight = inflight
+        self.flags = flags
+        self.status = status
+        self.start = start
+        self.unstartable = unstartable
+        self.reconnected = reconnected
+        self._ordered = list(settings.queue_names)
         self._suspension_checked = 0.0
         self._wake = asyncio.Event()
         self._blocking: Redis | None = None
         self._blocking_id: int | None = None
         self._blocked = False
         self._lost = False  # Redis failed us; the next call it answers counts as a reconnect
+        self._idle_since = 0.0
+        self.admitted = 0
 
     def _answered(self) -> None:
         if self._lost:
             self._lost = False
-            self.worker.reconnected()
+            self.reconnected()
 
     async def open(self) -> Redis:
         """The dedicated connection for blocking pops (no socket timeout: a pop may wait 405 s);
         same TLS, ACL user and Sentinel service as the worker's connection."""
-        self._blocking = blocking_client(self.worker.connection)
+        self._blocking = blocking_client(self.connection)
         return self._blocking
 
     async def close(self) -> None:
@@ -63,7 +93,7 @@ class Admission:
         """Wake a pop blocked in Redis (``CLIENT UNBLOCK`` from another connection)."""
         if self._blocked and self._blocking_id is not None:
             try:
-                await workers.unblock(self.worker.connection, self._blocking_id)
+                await workers.unblock(self.connection, self._blocking_id)
             except Exception:
                 logger.debug('CLIENT UNBLOCK failed', exc_info=True)
 
@@ -74,114 +104,131 @@ class Admission:
         is not suspended re-checks at most every ``SUSPENSION_CHECK`` seconds (the heartbeat
         thread keeps the worker alive meanwhile).
         """
-        if not self.worker.suspended and time.monotonic() - self._suspension_checked < SUSPENSION_CHECK:
+        flags, name = self.flags, self.settings.name
+        if not flags.suspended and time.monotonic() - self._suspension_checked < SUSPENSION_CHECK:
             return False
         self._suspension_checked = time.monotonic()
-        ttl = self.worker.job_monitoring_interval + 60 if self.worker.executions else self.worker.worker_ttl + 60
-        suspended = await workers.heartbeat_and_check_suspended(self.worker.connection, self.worker.name, ttl)
-        if suspended and not self.worker.suspended:
-            logger.info('Worker %s: suspended, run `rq resume` to resume', self.worker.name)
+        ttl = self.settings.busy_ttl if len(self.inflight) else self.settings.idle_ttl
+        suspended = await workers.heartbeat_and_check_suspended(self.connection, name, ttl)
+        if suspended and not flags.suspended:
+            logger.info('Worker %s: suspended, run `rq resume` to resume', name)
             if burst:
-                logger.info('Worker %s: suspended in burst mode, exiting', self.worker.name)
-        changed = suspended != self.worker.suspended
-        self.worker.suspended = suspended
+                logger.info('Worker %s: suspended in burst mode, exiting', name)
+        changed = suspended != flags.suspended
+        flags.suspended = suspended
         if changed:
-            await self.worker.status.write()
+            await self.status.write()
         return suspended
 
     def reorder(self, served: str) -> None:
-        if self.worker.dequeue_strategy == 'round_robin':
+        if self.settings.dequeue_strategy == 'round_robin':
             pos = self._ordered.index(served)
             self._ordered = self._ordered[pos + 1 :] + self._ordered[: pos + 1]
-        elif self.worker.dequeue_strategy == 'random':
+        elif self.settings.dequeue_strategy == 'random':
             random.shuffle(self._ordered)
 
-    async def wait_for_slot(self) -> None:
-        while self.worker.in_flight() >= self.worker.concurrency and not self.worker.stop_requested:
-            self.worker.slot_freed.clear()
-            await self.worker.slot_freed.wait()
-
     async def run(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
-        admitted = 0
-        backoff = 1.0
-        idle_since = time.monotonic()
-        while not self.worker.stop_requested:
+        """Admit until stopped (or, in burst mode, until the queues are empty and nothing runs;
+        or once ``max_jobs`` were admitted; or after ``max_idle_time`` idle seconds). Returns how
+        many jobs were admitted."""
+        self.admitted = 0
+        self._idle_since = time.monotonic()
+        backoff = Backoff()
+        name = self.settings.name
+        while not self.flags.stop_requested:
             try:
-                if await self.check_suspension(burst):
-                    if burst:
-                        break
-                    await self._sleep(1)
-                    continue
-                await self.wait_for_slot()
-                if self.worker.stop_requested:
+                if await self._step(burst, max_jobs, max_idle_time):
                     break
-                want = self.worker.concurrency - self.worker.in_flight()
-                if max_jobs is not None:
-                    want = min(want, max_jobs - admitted)
-                served, claimed, waiting = await self.claim(want)
-                if not served:
-                    if self.worker.executions:
-                        # Jobs are running: wait for one to end rather than block in Redis,
-                        # so burst mode and max_jobs see the queue state after each finish.
-                        if burst:
-                            self.worker.slot_freed.clear()
-                            await self.worker.slot_freed.wait()
-                            continue
-                    elif burst and not waiting:
-                        break
-                    await self.worker.status.write()
-                    # A job enqueued after the claim's clock reading is waiting: the pop takes
-                    # it at once (a job is never started before it was enqueued; see the claim).
-                    timeout = 1 if waiting else max(1, self.worker.worker_ttl - 15)
-                    if max_idle_time is not None:
-                        if self.worker.executions:
-                            # Idle time starts when the last job ends: look again each second.
-                            timeout = 1
-                        else:
-                            # rq's rule: idle since the last job ended (or was taken, or the start).
-                            idle_since = max(idle_since, self.worker.last_job_ended)
-                            left = max_idle_time - (time.monotonic() - idle_since)
-                            if left <= 0:
-                                logger.info(
-                                    'Worker %s: idle for %d seconds, quitting', self.worker.name, max_idle_time
-                                )
-                                break
-                            timeout = max(1, min(timeout, int(left + 0.999)))
-                    one = await self.blocking_pop(timeout, burst)
-                    if one is None:
-                        continue
-                    # The block may have lasted long: suspension may have begun meanwhile. The
-                    # watcher checked every second while blocked; this check keeps the usual
-                    # staleness bound (SUSPENSION_CHECK) without a round trip per job.
-                    if await self.check_suspension(burst) or self.worker.stop_requested:
-                        # Popped while suspended or stopping: put it back rather than run it.
-                        await dequeue.push_back(self.worker.connection, one[0], one[1], self.worker.single)
-                        continue
-                    served, claimed, _ = await self.claim(0, [one])
-                backoff = 1.0
-                admitted += claimed
-                idle_since = time.monotonic()
-                if served:
-                    self.reorder(served[-1])
-                if max_jobs is not None and admitted >= max_jobs:
-                    logger.info('Worker %s: admitted %d jobs, quitting once they finish', self.worker.name, admitted)
-                    break
+                backoff.reset()
             except (RedisConnectionError, RedisTimeoutError) as e:
                 self._lost = True
-                logger.error('Worker %s: Redis unreachable (%s); retrying in %.0fs', self.worker.name, e, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 60)
+                wait = backoff.next()
+                logger.error('Worker %s: Redis unreachable (%s); retrying in %.0fs', name, e, wait)
+                await self._sleep(wait)
             except OutOfMemoryError as e:
                 # Nothing was written (Redis refuses a script's or a MULTI's first write whole).
+                wait = backoff.next()
                 logger.error(
-                    'Worker %s: Redis is out of memory, no job admitted (%s); retrying in %.0fs',
-                    self.worker.name,
-                    e,
-                    backoff,
+                    'Worker %s: Redis is out of memory, no job admitted (%s); retrying in %.0fs', name, e, wait
                 )
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 60)
-        return admitted
+                await self._sleep(wait)
+        return self.admitted
+
+    async def _step(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> bool:
+        """One admission: wait for a slot, claim what it can; True when admission should end."""
+        if await self.check_suspension(burst):
+            if burst:
+                return True
+            await self._sleep(1)
+            return False
+        concurrency = self.settings.concurrency
+        await self.inflight.wait_for_slot(concurrency, lambda: self.flags.stop_requested)
+        if self.flags.stop_requested:
+            return True
+        want = concurrency - self.inflight.count()
+        if max_jobs is not None:
+            want = min(want, max_jobs - self.admitted)
+        served, claimed, waiting = await self.claim(want)
+        if not served:
+            found = await self._wait_for_job(burst, waiting, max_idle_time)
+            if found is STOP:
+                return True
+            if not isinstance(found, tuple):
+                return False
+            served, claimed = found
+        self.admitted += claimed
+        self._idle_since = time.monotonic()
+        if served:
+            self.reorder(served[-1])
+        if max_jobs is not None and self.admitted >= max_jobs:
+            logger.info('Worker %s: admitted %d jobs, quitting once they finish', self.settings.name, self.admitted)
+            return True
+        return False
+
+    async def _wait_for_job(self, burst: bool, waiting: bool, max_idle_time: int | None) -> object:
+        """The queues had nothing to claim: wait for a job (blocking in Redis when nothing runs).
+        Returns (queues served, jobs admitted), None to go round again, or :data:`STOP`."""
+        if len(self.inflight):
+            # Jobs are running: wait for one to end rather than block in Redis,
+            # so burst mode and max_jobs see the queue state after each finish.
+            if burst:
+                await self.inflight.changed()
+                return None
+        elif burst and not waiting:
+            return STOP
+        await self.status.write()
+        timeout = self._pop_timeout(waiting, max_idle_time)
+        if timeout is None:
+            return STOP
+        one = await self.blocking_pop(timeout, burst)
+        if one is None:
+            return None
+        # The block may have lasted long: suspension may have begun meanwhile. The
+        # watcher checked every second while blocked; this check keeps the usual
+        # staleness bound (SUSPENSION_CHECK) without a round trip per job.
+        if await self.check_suspension(burst) or self.flags.stop_requested:
+            # Popped while suspended or stopping: put it back rather than run it.
+            await dequeue.push_back(self.connection, one[0], one[1], self.settings.single)
+            return None
+        served, claimed, _ = await self.claim(0, [one])
+        return served, claimed
+
+    def _pop_timeout(self, waiting: bool, max_idle_time: int | None) -> float | None:
+        """How long a blocking pop may wait; None when the worker has been idle long enough."""
+        # A job enqueued after the claim's clock reading is waiting: the pop takes
+        # it at once (a job is never started before it was enqueued; see the claim).
+        timeout = 1 if waiting else max(1, self.settings.worker_ttl - POP_TTL_MARGIN)
+        if max_idle_time is None:
+            return timeout
+        if len(self.inflight):
+            return 1  # idle time starts when the last job ends: look again each second
+        # rq's rule: idle since the last job ended (or was taken, or the start).
+        self._idle_since = max(self._idle_since, self.inflight.last_ended)
+        left = max_idle_time - (time.monotonic() - self._idle_since)
+        if left <= 0:
+            logger.info('Worker %s: idle for %d seconds, quitting', self.settings.name, max_idle_time)
+            return None
+        return max(1, min(timeout, int(left + 0.999)))
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
@@ -197,9 +244,9 @@ class Admission:
         watcher = asyncio.ensure_future(self._watch_suspension())
         self._blocked = True
         try:
-            if self.worker.stop_requested:
+            if self.flags.stop_requested:
                 return None
-            return await dequeue.blocking_pop(self._blocking, self._ordered, timeout, self.worker.single)
+            return await dequeue.blocking_pop(self._blocking, self._ordered, timeout, self.settings.single)
         finally:
             self._blocked = False
             watcher.cancel()
@@ -208,7 +255,7 @@ class Admission:
         """While blocked in a pop, notice ``rq suspend`` within a second."""
         while True:
             await asyncio.sleep(1)
-            if await aiorq.is_suspended(self.worker.connection):
+            if await aiorq.is_suspended(self.connection):
                 await self.unblock()
                 return
 
@@ -221,67 +268,45 @@ class Admission:
         is run here, not left started with nobody running it."""
         known = known or []
         exec_ids = dequeue.new_execution_ids(len(known) + want)
-        self.worker.claims_in_flight += 1
-        try:
-            executions, broken, served, waiting = await self._claim(want, known, exec_ids)
-        finally:
-            self.worker.claims_in_flight -= 1
+        with self.inflight.claiming():
+            claims, broken, served, waiting = await self._claim(want, known, exec_ids)
         for queue_name, job_id, exec_id, error in broken:
-            logger.error('%s: job %s cannot be read (%s); recorded as failed', queue_name, job_id, error)
-            await finish.fail_unstarted(
-                self.worker.connection,
-                self.worker.name,
-                queue_name,
-                job_id,
-                exec_id,
-                f'Job {job_id} could not be read: {error!r}',
-            )
-        early = self.worker.early_stops
-        loop = asyncio.get_running_loop()
-        for ex in executions:
-            self.worker.executions[ex.id] = ex
-            self.worker.tasks[ex.id] = asyncio.ensure_future(self.worker.execute(ex))
-            if ex.id in early or ex.job.id in early:
-                # Stopped while this claim was in flight: once the execution has begun (its first
-                # step runs before this callback), as if the command had come a moment later.
-                logger.info('Job %s: stop requested while it was being started', ex.job.id)
-                loop.call_soon(self.worker.stop_execution, ex.id)
-        if not self.worker.claims_in_flight:
-            early.clear()
-        return served, len(executions) + len(broken), waiting
+            await self.unstartable(queue_name, job_id, exec_id, error)
+        for claimed in claims:
+            self.start(Execution.claimed(claimed))
+        self.inflight.claimed()
+        return served, len(claims) + len(broken), waiting
 
     async def _claim(
         self, want: int, known: list[tuple[str, str]], exec_ids: list[str]
-    ) -> tuple[list[dequeue.Execution], list[tuple[str, str, str, Exception]], list[str], bool]:
-        wait = 1.0
+    ) -> tuple[list[dequeue.Claimed], list[dequeue.Broken], list[str], bool]:
+        backoff = Backoff()
         uncertain = False
+        settings = self.settings
         while True:
             try:
                 result = await dequeue.claim_executions(
-                    self.worker.connection,
-                    self.worker.name,
+                    self.connection,
+                    settings.name,
                     self._ordered,
                     exec_ids,
                     want=want,
                     known=known,
-                    interval=self.worker.job_monitoring_interval,
-                    single=self.worker.single,
-                    serializer=self.worker.serializer,
+                    interval=settings.job_monitoring_interval,
+                    single=settings.single,
+                    serializer=settings.serializer,
                 )
                 self._answered()
                 return result
             except (RedisConnectionError, RedisTimeoutError, OutOfMemoryError) as e:
                 # A refusal wrote nothing: the caller backs off, unless an earlier send may
                 # have been applied, whose jobs only this call can find again.
-                if self.worker.cold_shutdown or (isinstance(e, OutOfMemoryError) and not uncertain):
+                if self.flags.cold_shutdown or (isinstance(e, OutOfMemoryError) and not uncertain):
                     raise
                 uncertain = True
                 self._lost = self._lost or not isinstance(e, OutOfMemoryError)
+                wait = backoff.next()
                 logger.error(
-                    'Worker %s: Redis unreachable while taking jobs (%s); asking again in %.0fs',
-                    self.worker.name,
-                    e,
-                    wait,
+                    'Worker %s: Redis unreachable while taking jobs (%s); asking again in %.0fs', settings.name, e, wait
                 )
                 await self._sleep(wait)
-                wait = min(wait * 2, 60)

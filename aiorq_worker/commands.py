@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from redis.asyncio import Redis
 from rq.command import parse_payload
 
 from aiorq.protocol import keys
 from aiorq.protocol.workers import Subscription
 
-if TYPE_CHECKING:
-    from .worker import Worker
+from .backoff import Backoff
+from .inflight import InFlight
 
 logger = logging.getLogger('aiorq.worker')
 
@@ -23,8 +25,14 @@ LISTEN_WAIT = 30.0
 
 
 class CommandListener:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    """Listens on worker ``name``'s channel: ``shutdown`` calls ``request_stop``; the stop commands
+    go to the executions in flight."""
+
+    def __init__(self, connection: Redis, name: str, inflight: InFlight, request_stop: Callable[[], None]) -> None:
+        self.connection = connection
+        self.name = name
+        self.inflight = inflight
+        self.request_stop = request_stop
         self.task: asyncio.Task[None] | None = None
         self.subscription: Subscription | None = None
         self.ready = asyncio.Event()
@@ -44,13 +52,13 @@ class CommandListener:
             await self.subscription.__aexit__()
 
     async def listen(self) -> None:
-        channel = keys.pubsub_channel(self.worker.name)
-        wait = 1.0
+        channel = keys.pubsub_channel(self.name)
+        backoff = Backoff()
         while True:
             try:
-                async with Subscription(self.worker.connection, [channel]) as self.subscription:
+                async with Subscription(self.connection, [channel]) as self.subscription:
                     self.ready.set()
-                    wait = 1.0
+                    backoff.reset()
                     while True:
                         message = await self.subscription.next(timeout=LISTEN_WAIT)
                         if message is not None:
@@ -58,37 +66,35 @@ class CommandListener:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                logger.error(
-                    'Worker %s: pubsub connection lost (%s); resubscribing in %.0fs', self.worker.name, e, wait
-                )
+                wait = backoff.next()
+                logger.error('Worker %s: pubsub connection lost (%s); resubscribing in %.0fs', self.name, e, wait)
                 self.ready.set()
                 await asyncio.sleep(wait)
-                wait = min(wait * 2, 60)
 
     def handle(self, message: dict[str, Any]) -> None:
         try:
             payload = parse_payload(message)
         except Exception:
-            logger.warning('Worker %s: unreadable command %r', self.worker.name, message.get('data'))
+            logger.warning('Worker %s: unreadable command %r', self.name, message.get('data'))
             return
         command = payload.get('command')
-        worker = self.worker
         if command == 'shutdown':
-            logger.info('Worker %s: received shutdown command', worker.name)
-            worker.request_stop()
+            logger.info('Worker %s: received shutdown command', self.name)
+            self.request_stop()
         elif command in ('stop-job', 'stop-execution'):
             # stop-job matches the id against every in-flight job; stop-execution is exact.
+            inflight = self.inflight
             target = str(payload.get('job_id' if command == 'stop-job' else 'execution_id'))
-            stopped = worker.stop_job(target) if command == 'stop-job' else worker.stop_execution(target)
+            stopped = inflight.stop_job(target) if command == 'stop-job' else inflight.stop_execution(target)
             if stopped:
                 outcome = 'stopping'
-            elif target in worker.early_stops:
+            elif target in inflight.early_stops:
                 outcome = 'kept: a claim in flight may be starting it'
             else:
                 outcome = 'ignored, not running here'
-            logger.info('Worker %s: %s %s %s', worker.name, command, target, outcome)
+            logger.info('Worker %s: %s %s %s', self.name, command, target, outcome)
         elif command == 'kill-horse':
             # An asyncio worker has no horse; like rq's SimpleWorker it ignores the command.
-            logger.info('Worker %s: kill-horse ignored (no work horse)', worker.name)
+            logger.info('Worker %s: kill-horse ignored (no work horse)', self.name)
         else:
-            logger.info('Worker %s: unknown command %r ignored', worker.name, command)
+            logger.info('Worker %s: unknown command %r ignored', self.name, command)

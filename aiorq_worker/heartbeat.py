@@ -6,25 +6,43 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from aiorq.protocol import workers
+from aiorq.protocol.workers import Beat
 
-if TYPE_CHECKING:
-    from .watchdog import LoopWatchdog
-    from .worker import Worker
+from .backoff import Backoff
+from .settings import Settings
+from .watchdog import LoopWatchdog
 
 logger = logging.getLogger('aiorq.worker')
 BATCH = 100
+IDLE_BEAT = 30  # seconds between beats at most while nothing runs
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, worker: Worker, connection: redis.Redis, watchdog: LoopWatchdog | None = None) -> None:
-        super().__init__(name=f'aiorq-heartbeat-{worker.name}', daemon=True)
-        self.worker = worker
+    """Beats for the worker record and every execution in ``snapshot()`` (called on this
+    thread), showing ``idle_state()`` when nothing runs; ``base_fields()`` rebuilds a record
+    that Redis lost. No beats while ``watchdog`` declares the loop stalled."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        connection: redis.Redis,
+        snapshot: Callable[[], list[Beat]],
+        idle_state: Callable[[], str],
+        base_fields: Callable[[], dict[str, Any]],
+        watchdog: LoopWatchdog | None = None,
+    ) -> None:
+        super().__init__(name=f'aiorq-heartbeat-{settings.name}', daemon=True)
+        self.settings = settings
         self.connection = connection
+        self.snapshot = snapshot
+        self.idle_state = idle_state
+        self.base_fields = base_fields
         # A loop held past every time limit: no beats, so other workers recover the executions.
         self.watchdog = watchdog
         self.stopping = threading.Event()
@@ -36,43 +54,43 @@ class Heartbeat(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
-        interval = self.worker.job_monitoring_interval
-        retry = 1.0
+        interval = self.settings.job_monitoring_interval
+        retry = Backoff()
         while not self.stopping.is_set():
-            wait: float = interval if self.worker.executions else min(interval, 30)
             if self.watchdog is not None and self.watchdog.stalled:
                 self.wake.wait(1)  # beat again as soon as the loop turns
                 self.wake.clear()
                 continue
+            executions = self.snapshot()
+            wait: float = interval if executions else min(interval, IDLE_BEAT)
             try:
-                self.beat()
+                self.beat(executions)
                 self.last_beat = time.monotonic()
-                retry = 1.0
+                retry.reset()
             except Exception as e:
                 # Soon again (with backoff), not a whole interval later: once Redis is back the
                 # executions' deadlines and the worker record must be refreshed at once.
-                logger.warning('Worker %s: heartbeat failed (%s); retrying in %.0fs', self.worker.name, e, retry)
-                wait, retry = min(wait, retry), min(retry * 2, 60)
+                wait = min(wait, retry.next())
+                logger.warning('Worker %s: heartbeat failed (%s); retrying in %.0fs', self.settings.name, e, wait)
             self.wake.wait(wait)
             self.wake.clear()
 
-    def beat(self) -> None:
-        worker = self.worker
-        executions = list(worker.executions.values())
+    def beat(self, executions: list[Beat]) -> None:
+        name = self.settings.name
         for start in range(0, max(len(executions), 1), BATCH):
             rejoined = workers.heartbeat_sync(
                 self.connection,
-                worker.name,
+                name,
                 executions[start : start + BATCH],
-                interval=worker.job_monitoring_interval,
-                idle_ttl=worker.worker_ttl + 60,
-                state=worker.idle_state(),
-                base_fields=worker.base_fields,
-                queue_names=worker.queue_names,
+                interval=self.settings.job_monitoring_interval,
+                idle_ttl=self.settings.idle_ttl,
+                state=self.idle_state(),
+                base_fields=self.base_fields,
+                queue_names=self.settings.queue_names,
             )
             if rejoined:
                 logger.warning(
                     'Worker %s: its record was gone from Redis (data lost, or expired during an outage); '
                     'registered again',
-                    worker.name,
+                    name,
                 )

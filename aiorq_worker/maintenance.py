@@ -20,6 +20,8 @@ from rq.job import Job as RQJob
 
 from aiorq.protocol import maintenance
 
+from .backoff import Backoff
+
 logger = logging.getLogger('aiorq.worker')
 
 AbandonedHook = Callable[[RQJob], Awaitable[None]]
@@ -78,7 +80,7 @@ class Maintenance:
     async def run(self) -> None:
         """Every ``interval`` seconds until stopped; a pass that cannot reach Redis is retried
         sooner (with backoff), not skipped until the next interval."""
-        backoff = 1.0
+        backoff = Backoff()
         delay = self.interval  # the first pass ran at start-up (see Worker.start_clocks)
         while not self._stop.is_set():
             try:
@@ -88,9 +90,8 @@ class Maintenance:
                 pass
             try:
                 await self.run_once()
-                backoff = 1.0
+                backoff.reset()
                 delay = self.interval
             except (RedisConnectionError, RedisTimeoutError) as e:
-                logger.error('Worker %s: maintenance cannot reach Redis (%s); retry in %.0fs', self.label, e, backoff)
-                delay = min(backoff, self.interval)
-                backoff = min(backoff * 2, 60)
+                delay = min(backoff.next(), self.interval)
+                logger.error('Worker %s: maintenance cannot reach Redis (%s); retry in %.0fs', self.label, e, delay)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+from redis.asyncio import Redis
 from rq.job import Job as RQJob
 
 import aiorq
-from aiorq.protocol import dequeue
 from aiorq.tracing import func_name
+
+from .events import Ending, Listener
+from .execution import Execution
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -26,9 +29,6 @@ except ImportError:
     AVAILABLE = False
 else:
     AVAILABLE = True
-
-if TYPE_CHECKING:
-    from .worker import Worker
 
 logger = logging.getLogger('aiorq.worker')
 
@@ -41,13 +41,26 @@ class MetricsError(RuntimeError):
     """Metrics were asked for but cannot be served (package missing, port taken)."""
 
 
-class WorkerMetrics:
-    """The worker's metrics on a private registry (several workers may share a process)."""
+class WorkerMetrics(Listener):
+    """The worker's metrics on a private registry (several workers may share a process): a
+    listener of its job events, plus gauges read at scrape time through ``in_flight`` (executions
+    running) and ``last_beat`` (``time.monotonic()`` of the last heartbeat Redis took)."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(
+        self,
+        name: str,
+        connection: Redis,
+        queue_names: Sequence[str],
+        in_flight: Callable[[], int],
+        last_beat: Callable[[], float | None],
+    ) -> None:
         if not AVAILABLE:
             raise MetricsError(MISSING)
-        self.worker = worker
+        self.name = name
+        self.connection = connection
+        self.queue_names = list(queue_names)
+        self.in_flight = in_flight
+        self.last_beat = last_beat
         self.registry = CollectorRegistry()
         r = self.registry
         self.started = Counter('aiorq_jobs_started', 'Executions started', LABELS, registry=r)
@@ -86,18 +99,18 @@ class WorkerMetrics:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port: int | None = None
 
-    # -- the worker's hooks -----------------------------------------------------------------
+    # -- the job events -----------------------------------------------------------------------
 
-    def job_started(self, ex: dequeue.Execution) -> None:
+    def job_started(self, ex: Execution) -> None:
         self._began[ex.id] = time.monotonic()
         self.started.labels(ex.queue, func_name(ex.job)).inc()
 
-    def job_ended(self, ex: dequeue.Execution, outcome: str) -> None:
+    def job_ended(self, ex: Execution, ending: Ending) -> None:
         labels = (ex.queue, func_name(ex.job))
         began = self._began.pop(ex.id, None)
         if began is not None:
             self.duration.labels(*labels).observe(time.monotonic() - began)
-        counter = self.counters.get(outcome)
+        counter = self.counters.get(ending.kind)
         if counter is not None:
             counter.labels(*labels).inc()
 
@@ -107,7 +120,7 @@ class WorkerMetrics:
     def reconnected(self) -> None:
         self.reconnects.inc()
 
-    def loop_blocked(self, seconds: float, ex: dequeue.Execution | None) -> None:
+    def loop_blocked(self, seconds: float, ex: Execution | None) -> None:
         """A block of the event loop, by the execution that held it (empty labels: none known)."""
         labels = (ex.queue, func_name(ex.job)) if ex is not None else ('', '')
         self.loop_blocks.labels(*labels).observe(seconds)
@@ -124,7 +137,7 @@ class WorkerMetrics:
             raise MetricsError(f'cannot serve metrics on {address}:{port}: {e.strerror or e}') from e
         self._server = started[0] if isinstance(started, tuple) else None
         self.port = self._server.server_port if self._server is not None else port
-        logger.info('Worker %s: metrics on http://%s:%d/metrics', self.worker.name, address, self.port)
+        logger.info('Worker %s: metrics on http://%s:%d/metrics', self.name, address, self.port)
 
     def close(self) -> None:
         if self._server is not None:
@@ -139,8 +152,8 @@ class WorkerMetrics:
             return {}
 
         async def read() -> dict[str, int]:
-            conn = self.worker.connection
-            return {name: await aiorq.Queue(name, connection=conn).count for name in self.worker.queue_names}
+            conn = self.connection
+            return {name: await aiorq.Queue(name, connection=conn).count for name in self.queue_names}
 
         try:
             return asyncio.run_coroutine_threadsafe(read(), loop).result(SCRAPE_TIMEOUT)
@@ -159,13 +172,13 @@ class _Present:
         return []  # nothing read from Redis when the collector is registered
 
     def collect(self) -> Iterator[Any]:
-        worker = self.metrics.worker
-        yield GaugeMetricFamily('aiorq_executions_in_flight', 'Executions running now', value=len(worker.executions))
+        metrics = self.metrics
+        yield GaugeMetricFamily('aiorq_executions_in_flight', 'Executions running now', value=metrics.in_flight())
         depth = GaugeMetricFamily('aiorq_queue_depth', 'Jobs waiting in each queue', labels=['queue'])
         for name, count in self.metrics.queue_depths().items():
             depth.add_metric([name], count)
         yield depth
-        beat = worker.heartbeat.last_beat if worker.heartbeat is not None else None
+        beat = metrics.last_beat()
         if beat is not None:
             yield GaugeMetricFamily(
                 'aiorq_heartbeat_age_seconds',

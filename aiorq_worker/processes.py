@@ -48,7 +48,7 @@ def _child(conn: Connection, server: Endpoint, paths: list[str], hooks: Sequence
 
     client = server.sync_client()
     stub = SimpleNamespace(state=WorkerState(), name=f'child-{os.getpid()}')
-    _current_worker.set(stub)  # type: ignore[arg-type]
+    _current_worker.set(stub)
     for hook in hooks:
         asyncio.run(hook(stub))
     while True:

@@ -25,6 +25,8 @@ from rq.utils import current_timestamp, now, utcformat
 
 from aiorq.protocol import scheduler as ps
 
+from .backoff import Backoff
+
 logger = logging.getLogger('aiorq.scheduler')
 
 
@@ -34,6 +36,7 @@ class Scheduler:
     LOCK_RETRY = 5.0  # seconds between attempts at locks held by other schedulers
     UNREADABLE_RETRY = 60.0  # seconds before an unreadable scheduled job is looked at again
     EARLY = 0.002  # seconds past the due second, so ``int(now)`` has reached it
+    BACKOFF_CAP = 30.0  # seconds: the longest wait for Redis (its locks live 61 s)
 
     def __init__(
         self, connection: Redis, queue_names: Sequence[str], *, serializer: Any = None, name: str | None = None
@@ -136,7 +139,7 @@ class Scheduler:
         """Serve until stopped; the caller then awaits :meth:`release`."""
         listener = asyncio.ensure_future(self._listen())
         last_try = last_beat = -float('inf')
-        backoff = 1.0
+        backoff = Backoff(cap=self.BACKOFF_CAP)
         try:
             while not self._stopping:
                 delay = self.POLL
@@ -155,10 +158,10 @@ class Scheduler:
                             moved = await self.enqueue_due(due or None)
                         self.next_due = await ps.earliest(self.connection, sorted(self.held))
                         delay = self._delay(progress=moved > 0)
-                    backoff = 1.0
+                    backoff.reset()
                 except (RedisConnectionError, RedisTimeoutError) as e:
-                    logger.error('Scheduler %s: Redis unreachable (%s); retrying in %.0fs', self.name, e, backoff)
-                    delay, backoff = backoff, min(backoff * 2, 30)
+                    delay = backoff.next()
+                    logger.error('Scheduler %s: Redis unreachable (%s); retrying in %.0fs', self.name, e, delay)
                 except Exception:
                     logger.exception('Scheduler %s: pass failed; retrying', self.name)
                     delay = self.POLL

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .worker import Worker
-
-_current_worker: ContextVar[Worker | None] = ContextVar('aiorq_current_worker', default=None)
+from typing import Any
 
 
 class WorkerState(SimpleNamespace):
     """A namespace: start-up hooks set attributes (``state.http = session``), jobs read them."""
 
 
-def get_current_worker() -> Worker | None:
+# The worker running the job (an ``aiorq_worker.Worker``; in a ``--sync-jobs process`` child, a
+# stand-in with its ``name`` and ``state``), set by the executor in the job's context.
+_current_worker: ContextVar[Any] = ContextVar('aiorq_current_worker', default=None)
+
+
+def get_current_worker() -> Any:
     """The aiorq worker running the current job (``None`` outside one)."""
     return _current_worker.get()
 

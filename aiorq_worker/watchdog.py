@@ -39,7 +39,9 @@ from typing import Any
 
 from rq.timeouts import JobTimeoutException
 
-from aiorq.protocol.dequeue import Execution
+from aiorq.protocol.defaults import DEFAULT_JOB_TIMEOUT
+
+from .execution import Execution
 
 logger = logging.getLogger('aiorq.worker')
 
@@ -48,7 +50,7 @@ CHECK = 0.1  # seconds between the watchdog's looks
 REPORT_AFTER = 1.0  # a block at least this long is logged and counted when it ends
 REINTERRUPT = 1.0  # seconds between interrupts of a job that swallowed the last one
 STALL_GRACE = 10.0  # seconds past the holding job's limit before heartbeats stop
-DEFAULT_LIMIT = 180.0  # rq's default job timeout, for a block no execution can be blamed for
+DEFAULT_LIMIT = float(DEFAULT_JOB_TIMEOUT)  # for a block no execution can be blamed for
 INTERRUPT_SIGNAL = signal.SIGALRM  # rq's own timeout signal: a job here cannot rely on it anyway
 
 

@@ -1,7 +1,8 @@
 """``aiorq_worker.Worker``: one rq worker identity whose in-flight jobs are its executions.
 
-Admission pops a job only when a slot is free (no prefetch), blocking in ``BLMOVE``/``BLPOP``
-when the queues are empty; each admitted job runs as its own task (see :mod:`.runner`).
+This module wires the parts (see docs/internals.md); none of them imports it. Admission pops a
+job only when a slot is free (no prefetch), blocking in ``BLMOVE``/``BLPOP`` when the queues are
+empty; each admitted job runs as its own task (see :mod:`.runner`).
 """
 
 from __future__ import annotations
@@ -12,25 +13,15 @@ import os
 import signal
 import socket
 import sys
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.defaults import (
-    DEFAULT_JOB_MONITORING_INTERVAL,
-    DEFAULT_MAINTENANCE_TASK_INTERVAL,
-    DEFAULT_RESULT_TTL,
-    DEFAULT_WORKER_TTL,
-)
-from rq.exceptions import AbandonedJobError
-from rq.job import Job as RQJob
-from rq.serializers import resolve_serializer
+from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL, DEFAULT_MAINTENANCE_TASK_INTERVAL, DEFAULT_RESULT_TTL
 from rq.utils import now, utcformat
 from rq.version import VERSION as RQ_VERSION
 from rq.worker import WorkerStatus
@@ -38,38 +29,50 @@ from rq.worker import WorkerStatus
 import aiorq
 from aiorq import tracing
 from aiorq.connections import endpoint, sync_connection
-from aiorq.protocol import dequeue, finish, outcomes, workers
-from aiorq.protocol.batch import Combiner
+from aiorq.protocol import keys, workers
 
 from .admission import Admission
 from .commands import CommandListener
+from .cron import CronRunner
+from .events import Events, JobCounts, LogListener, ThroughputListener, TracingListener
+from .execution import Execution
+from .executor import Executor
+from .flags import Flags
 from .heartbeat import Heartbeat
+from .inflight import InFlight
 from .maintenance import Maintenance
 from .metrics import WorkerMetrics
 from .processes import ProcessPool
 from .runner import Runner
 from .scheduler import Scheduler
+from .settings import DEFAULT_CONCURRENCY, Settings
 from .state import WorkerState
 from .status import StateKeeper
+from .throughput import ThroughputRecorder
 from .watchdog import LoopWatchdog, RunningFrames
+from .writer import OutcomeWriter
+
+__all__ = ['DEFAULT_CONCURRENCY', 'SuspendedError', 'Worker', 'install_signal_handlers']
 
 logger = logging.getLogger('aiorq.worker')
 
-DEFAULT_CONCURRENCY = 16
 Hook = Callable[['Worker'], Awaitable[None]]
-# The runner's outcome lines (see log_end) as metric and span outcomes.
-OUTCOMES = {
-    'Job OK': 'finished',
-    'Job returned Retry': 'retried',
-    'Job failed, retrying': 'retried',
-    'Job failed': 'failed',
-    'Job stopped': 'stopped',
-    'Job cancelled by cold shutdown': 'cancelled',
-}
+CLOCKS_STOP_WAIT = 10.0  # seconds the clocks get to end at shutdown
+HEARTBEAT_JOIN_WAIT = 5.0  # seconds the heartbeat thread gets to end at shutdown
 
 
 class SuspendedError(Exception):
     """Raised by :meth:`Worker.work` when workers are suspended (``rq suspend``)."""
+
+
+def _setting(name: str, doc: str) -> Any:
+    """A read-only attribute of the worker that is one of its settings."""
+    return property(lambda self: getattr(self.settings, name), doc=doc)
+
+
+def _flag(name: str, doc: str) -> Any:
+    """An attribute of the worker that is one of its stop flags."""
+    return property(lambda self: getattr(self.flags, name), lambda self, v: setattr(self.flags, name, v), doc=doc)
 
 
 class Worker:
@@ -104,108 +107,168 @@ class Worker:
         metrics_port: int | None = None,
         metrics_address: str = '127.0.0.1',
     ) -> None:
-        if isinstance(queues, (str, aiorq.Queue)):
-            queues = [queues]
-        names = [q.name if isinstance(q, aiorq.Queue) else q for q in queues]
-        if not names:
-            names = ['default']
+        queues = [queues] if isinstance(queues, (str, aiorq.Queue)) else list(queues)
         if connection is None:
             first = next((q for q in queues if isinstance(q, aiorq.Queue)), None)
             connection = first.connection if first is not None else aiorq.get_current_connection()
-        if concurrency < 1:
-            raise ValueError('concurrency must be at least 1')
-        if dequeue_strategy not in ('default', 'random', 'round_robin'):
-            raise ValueError(
-                f'Dequeue strategy {dequeue_strategy} is not allowed. Use `default`, `random` or `round_robin`.'
-            )
+        self.settings = Settings.build(
+            [q.name if isinstance(q, aiorq.Queue) else q for q in queues],
+            name=name,
+            concurrency=concurrency,
+            default_result_ttl=default_result_ttl,
+            worker_ttl=worker_ttl,
+            job_monitoring_interval=job_monitoring_interval,
+            maintenance_interval=maintenance_interval,
+            serializer=serializer,
+            exception_handlers=exception_handlers,
+            disable_default_exception_handler=disable_default_exception_handler,
+            log_job_description=log_job_description,
+            dequeue_strategy=dequeue_strategy,
+            sync_jobs=sync_jobs,
+            job_class=job_class,
+        )
         self.connection = connection
-        self.queue_names = names
-        self.single = len(names) == 1
-        self.name = name or uuid.uuid4().hex
-        self.concurrency = concurrency
-        self.default_result_ttl = default_result_ttl
-        self.worker_ttl = worker_ttl or DEFAULT_WORKER_TTL
-        self.job_monitoring_interval = job_monitoring_interval
-        self.maintenance_interval = maintenance_interval
-        self.serializer = resolve_serializer(serializer)
-        if exception_handlers is None:
-            exception_handlers = []
-        elif callable(exception_handlers):
-            exception_handlers = [exception_handlers]
-        self.exception_handlers = list(exception_handlers)
-        self.disable_default_exception_handler = disable_default_exception_handler
-        self.log_job_description = log_job_description
-        self.dequeue_strategy = dequeue_strategy
-        if sync_jobs not in ('thread', 'process'):
-            raise ValueError("sync_jobs must be 'thread' or 'process'")
-        self.sync_jobs = sync_jobs
-        self.process_pool: ProcessPool | None = None
         self.on_startup = _hooks(on_startup)
         self.on_shutdown = _hooks(on_shutdown)
-        # What aiorq.get_current_job() and coroutine callbacks get (``aiorq worker -j``).
-        self.job_class: type[aiorq.Job] = job_class or aiorq.Job
-        # Prometheus /metrics while working (MetricsError at once if prometheus_client is missing).
-        self.metrics_port = metrics_port
-        self.metrics_address = metrics_address
-        self.metrics = WorkerMetrics(self) if metrics_port is not None else None
         self.state = WorkerState()
-        self.executions: dict[str, dequeue.Execution] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        # Stop commands that name no known execution while a claim is in flight: the claim may
-        # have started it in Redis (where the sender saw it) before its reply reached us.
-        self.claims_in_flight = 0
-        self.early_stops: set[str] = set()  # execution ids and job ids
-        self.busy_threads = 0
-        self.last_job_ended = 0.0  # time.monotonic(): --max-idle-time counts from here
-        self.successful_job_count = 0
-        self.failed_job_count = 0
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.ip_address = 'unknown'
         self.birth: str | None = None
-        self.suspended = False
-        self.stop_requested = False
-        self.cold_shutdown = False
-        # Set whenever a job ends or a thread frees up: admission waits on it for a free slot.
-        self.slot_freed = asyncio.Event()
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f'aiorq-{self.name[:8]}')
-        self.sync_connection = sync_connection(connection)
-        # The executions' runner frames, for the loop watchdog (started with the worker).
-        self.frames = RunningFrames()
-        self.watchdog: LoopWatchdog | None = None
-        self.runner = Runner(self, self.frames)
-        # The largest encoded result Redis accepts (its proto-max-bulk-len, asked when needed).
-        self.result_limit = outcomes.ResultLimit()
-        # Success transactions finishing at the same moment share one script call.
-        self.combiner = Combiner(connection)
-        self.commands = CommandListener(self)
-        self.admission = Admission(self)
+        # Prometheus /metrics while working (MetricsError at once if prometheus_client is missing).
+        self.metrics_port = metrics_port
+        self.metrics_address = metrics_address
+        self.metrics = self._metrics() if metrics_port is not None else None  # before any thread or client
+        self._wire()
+        self._listen()
+
+    def _wire(self) -> None:
+        """The parts, each handed what it needs."""
+        settings, conn = self.settings, self.connection
+        self.flags = Flags()
+        self.inflight = InFlight(on_idle=lambda: self.status.poke())
+        self.status = StateKeeper(conn, settings.name, self.flags.idle_state, lambda: bool(len(self.inflight)))
+        self.pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix=f'aiorq-{settings.name[:8]}')
+        self.sync_connection = sync_connection(conn)
+        self.frames = RunningFrames()  # the executions' frames, for the loop watchdog
+        self.events = Events()
+        self.counts = JobCounts()
+        self.executor = Executor(conn, self.sync_connection, self.pool, settings.job_class, self.frames, self)
+        self.writer = OutcomeWriter(conn, settings.name, settings.default_result_ttl, settings.serializer)
+        self.runner = Runner(settings, self.executor, self.writer, self.events, self.inflight, self.flags)
+        self.commands = CommandListener(conn, settings.name, self.inflight, self.request_stop)
+        self.admission = Admission(
+            settings, conn, self.inflight, self.flags, self.status, self._start, self.writer.unstartable,
+            self.events.reconnected,
+        )  # fmt: skip
         # The clocks: each its own task with a narrow interface; none waits on admission.
         self.maintenance = Maintenance(
-            connection,
-            names,
-            maintenance_interval,
-            serializer=self.serializer,
-            on_abandoned=self._abandoned,
-            on_stuck=self._stuck,
-            label=self.name,
+            conn,
+            settings.queue_names,
+            settings.maintenance_interval,
+            serializer=settings.serializer,
+            on_abandoned=self.runner.abandoned,
+            on_stuck=self.writer.stuck,
+            label=settings.name,
         )
-        self.status = StateKeeper(connection, self.name, self.idle_state, lambda: bool(self.executions))
         self.scheduler: Scheduler | None = None
-        self.cron: Any = None
+        self.cron: CronRunner | None = None
         self.clocks: list[asyncio.Task[None]] = []
-        self.heartbeat: Heartbeat | None = None
         self.cron_stop = asyncio.Event()
         self.cron_task: asyncio.Task[None] | None = None
+        # The dashboard's throughput history (rq:aiorq:throughput:*): counted on the loop,
+        # written once a second by its own clock, flushed once more when the clocks stop.
+        self.throughput = ThroughputRecorder(self.connection)
+        self.throughput_stop = asyncio.Event()
+        self.throughput_task: asyncio.Task[None] | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.watchdog: LoopWatchdog | None = None
+
+    def _metrics(self) -> WorkerMetrics:
+        def last_beat() -> float | None:
+            return self.heartbeat.last_beat if self.heartbeat is not None else None
+
+        s = self.settings
+        return WorkerMetrics(s.name, self.connection, s.queue_names, lambda: len(self.inflight), last_beat)
+
+    def _listen(self) -> None:
+        """The listeners of the job events: spans first (a job's span is current while the others
+        hear of it), then the log lines, the counts and the metrics."""
+        if tracing.ENABLED:
+            self.events.add(TracingListener())
+        self.events.add(LogListener(self.name, self.settings.log_job_description))
+        self.events.add(self.counts)
+        if self.metrics is not None:
+            self.events.add(self.metrics)
+        self.events.add(ThroughputListener(self.throughput))
+
+    def _start(self, ex: Execution) -> None:
+        """Admission's hand-off: the execution runs as its own task, owned by ``inflight``."""
+        self.inflight.add(ex, asyncio.ensure_future(self.runner.run(ex)))
 
     def __repr__(self) -> str:
         return f'<aiorq Worker {self.name} {self.queue_names}>'
 
-    # -- bookkeeping shared with the heartbeat thread and the runner ----------------------
+    # -- what the worker's users read ----------------------------------------------------------
+
+    name = _setting('name', 'The worker name (rq:worker:<name>).')
+    concurrency = _setting('concurrency', 'Jobs in flight at once.')
+    default_result_ttl = _setting('default_result_ttl', 'Result TTL of jobs that set none.')
+    worker_ttl = _setting('worker_ttl', "The worker record's TTL while idle (less rq's 60 s slack).")
+    job_monitoring_interval = _setting('job_monitoring_interval', 'Seconds between heartbeats.')
+    maintenance_interval = _setting('maintenance_interval', 'Seconds between maintenance passes.')
+    serializer = _setting('serializer', "The jobs' serializer.")
+    disable_default_exception_handler = _setting('disable_default_exception_handler', 'rq -d.')
+    log_job_description = _setting('log_job_description', 'Job descriptions in the log lines.')
+    dequeue_strategy = _setting('dequeue_strategy', 'default, round_robin or random.')
+    sync_jobs = _setting('sync_jobs', 'How plain functions run: thread or process.')
+    job_class = _setting('job_class', 'What aiorq.get_current_job() returns in jobs.')
+    single = _setting('single', 'Serving one queue.')
+    stop_requested = _flag('stop_requested', 'A warm shutdown is under way.')
+    cold_shutdown = _flag('cold_shutdown', 'A cold shutdown is under way.')
+    suspended = _flag('suspended', '``rq suspend`` is in force.')
+
+    @property
+    def queue_names(self) -> list[str]:
+        return list(self.settings.queue_names)
+
+    @property
+    def exception_handlers(self) -> list[Callable[..., Any]]:
+        return list(self.settings.exception_handlers)
+
+    @property
+    def executions(self) -> dict[str, Execution]:
+        """The executions in flight by id (a copy)."""
+        return {ex.id: ex for ex in self.inflight.executions()}
+
+    @property
+    def busy_threads(self) -> int:
+        """Plain jobs' threads still running after their execution ended."""
+        return self.inflight.threads
+
+    @property
+    def successful_job_count(self) -> int:
+        return self.counts.successful
+
+    @property
+    def failed_job_count(self) -> int:
+        return self.counts.failed
+
+    @property
+    def process_pool(self) -> ProcessPool | None:
+        return self.executor.process_pool
 
     @property
     def key(self) -> str:
-        return aiorq.protocol.keys.worker(self.name)
+        return keys.worker(self.name)
+
+    def in_flight(self) -> int:
+        """Slots taken (a plain job whose thread outlived its execution still holds one)."""
+        return self.inflight.count()
+
+    def idle_state(self) -> str:
+        """The state to show while no execution runs (``busy`` is decided from the executions index)."""
+        return self.flags.idle_state()
 
     def base_fields(self) -> dict[str, Any]:
         stamp = utcformat(now())
@@ -222,82 +285,9 @@ class Worker:
             'concurrency': self.concurrency,
         }
 
-    def idle_state(self) -> str:
-        """The state to show while no execution runs (``busy`` is decided from the executions index)."""
-        return WorkerStatus.SUSPENDED.value if self.suspended else WorkerStatus.IDLE.value
-
-    def in_flight(self) -> int:
-        # A plain job whose thread outlived its execution (its time limit, a stop) still holds a slot.
-        return len(self.executions) + self.busy_threads
-
-    def track_thread(self, future: asyncio.Future[Any]) -> None:
-        """A thread still running after its execution ended: it holds a slot until it returns."""
-        self.busy_threads += 1
-
-        def done(_: Future[Any] | asyncio.Future[Any]) -> None:
-            self.busy_threads -= 1
-            self.slot_freed.set()
-
-        future.add_done_callback(done)
-
-    def execution_done(self, ex: dequeue.Execution) -> None:
-        self.last_job_ended = time.monotonic()
-        self.executions.pop(ex.id, None)
-        self.tasks.pop(ex.id, None)
-        self.slot_freed.set()
-        if not self.executions:
-            self.status.poke()
-
-    def execute(self, ex: dequeue.Execution) -> Coroutine[Any, Any, None]:
-        """The coroutine admission runs as the execution's task (in a span when tracing is on)."""
-        if tracing.ENABLED:
-            return self._traced(ex)
-        return self.runner.run(ex)
-
-    async def _traced(self, ex: dequeue.Execution) -> None:
-        with tracing.execution_span(ex.job, ex.queue):
-            await self.runner.run(ex)
-
-    def reconnected(self) -> None:
-        """Admission reached Redis again after losing it."""
-        logger.info('Worker %s: Redis reachable again', self.name)
-        if self.metrics is not None:
-            self.metrics.reconnected()
-
-    def log_start(self, ex: dequeue.Execution) -> None:
-        if self.metrics is not None:
-            self.metrics.job_started(ex)
-        if self.log_job_description:
-            logger.info('%s: %s (%s)', ex.queue, ex.job.description, ex.job.id)
-        else:
-            logger.info('%s: %s', ex.queue, ex.job.id)
-
-    def log_end(self, ex: dequeue.Execution, outcome: str, error: bool = False) -> None:
-        if error:
-            self.failed_job_count += 1
-        else:
-            self.successful_job_count += 1
-        if self.metrics is not None or tracing.ENABLED:
-            kind = OUTCOMES.get(outcome, 'failed' if error else 'finished')
-            if self.metrics is not None:
-                self.metrics.job_ended(ex, kind)
-            tracing.set_outcome(kind)  # called in the execution's task: its span is current
-        (logger.warning if error else logger.info)('%s: %s (%s)', ex.queue, outcome, ex.job.id)
-
-    def handle_exception(self, job: RQJob, exc_info: Any) -> None:
-        """Custom exception handlers, in order, until one returns a falsy value (rq's rule)."""
-        if tracing.ENABLED:
-            tracing.record_exception(exc_info)
-        for handler in self.exception_handlers:
-            try:
-                keep_going = handler(job, *exc_info)
-            except Exception:
-                logger.exception('Exception handler %r raised', handler)
-                continue
-            if keep_going is not None and not keep_going:
-                break
-        if not self.disable_default_exception_handler:
-            logger.error('%s: job %s raised', job.origin, job.id, exc_info=exc_info)
+    async def handle_exception(self, job: Any, exc_info: Any) -> None:
+        """rq's exception-handler chain for ``job``, then the worker's log line (see :mod:`aiorq.handlers`)."""
+        await self.runner.handle_exception(job, exc_info)
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -309,16 +299,17 @@ class Worker:
         logger.info('Worker %s: warm shut down requested', self.name)
         self.stop_requested = True
         self.admission.wake()
-        self.slot_freed.set()
-        if self.executions:
+        self.inflight.wake()
+        if len(self.inflight):
             asyncio.ensure_future(self._note_shutdown_requested())
         asyncio.ensure_future(self.admission.unblock())
 
     def request_force_stop(self) -> None:
-        logger.warning('Worker %s: cold shut down: cancelling %d jobs', self.name, len(self.tasks))
+        """Cold shutdown: cancel every execution in flight."""
         self.cold_shutdown = True
-        for task in list(self.tasks.values()):
-            task.cancel()
+        count = len(self.inflight.tasks())
+        logger.warning('Worker %s: cold shut down: cancelling %d jobs', self.name, count)
+        self.inflight.cancel_all()
 
     async def _note_shutdown_requested(self) -> None:
         try:
@@ -327,24 +318,12 @@ class Worker:
             logger.debug('could not record shutdown_requested_date', exc_info=True)
 
     def stop_job(self, job_id: str) -> bool:
-        found = False
-        for ex in list(self.executions.values()):
-            if ex.job.id == job_id:
-                found |= self.stop_execution(ex.id)
-        if not found and self.claims_in_flight:
-            self.early_stops.add(job_id)
-        return found
+        """Stop every execution of ``job_id`` here (``rq``'s stop-job command)."""
+        return self.inflight.stop_job(job_id)
 
     def stop_execution(self, execution_id: str) -> bool:
-        ex = self.executions.get(execution_id)
-        task = self.tasks.get(execution_id)
-        if ex is None or task is None:
-            if self.claims_in_flight:
-                self.early_stops.add(execution_id)
-            return False
-        ex.stopped = True
-        task.cancel()
-        return True
+        """Stop one execution (``rq``'s stop-execution command)."""
+        return self.inflight.stop_execution(execution_id)
 
     # -- the work loop ----------------------------------------------------------------------
 
@@ -369,7 +348,8 @@ class Worker:
         if with_scheduler:
             self.scheduler = Scheduler(self.connection, self.queue_names, serializer=self.serializer)
         if cron is not None:
-            self.cron = self._cron_runner(cron)
+            self.cron = cron if isinstance(cron, CronRunner) else CronRunner(self.connection, str(cron))
+            self.cron.load()  # a bad config fails the start (CronConfigError), not a background task
         if self.metrics is not None and self.metrics_port is not None:
             self.metrics.serve(self.metrics_port, self.metrics_address)  # before birth: a taken port fails cleanly
         try:
@@ -387,17 +367,12 @@ class Worker:
             await self.teardown()
         return admitted > 0
 
-    def _cron_runner(self, cron: Any) -> Any:
-        from .cron import CronRunner
-
-        runner = cron if isinstance(cron, CronRunner) else CronRunner(self.connection, str(cron))
-        runner.load()  # a bad config fails the start (CronConfigError), not a background task
-        return runner
-
     async def start_clocks(self, burst: bool) -> None:
         """Maintenance (first pass now, as rq's at start-up), the state clock, the scheduler and
         cron, each as its own task. In burst mode the scheduler makes its one pass first."""
         self.clocks.append(asyncio.ensure_future(self.status.run()))
+        self.throughput_stop.clear()
+        self.throughput_task = asyncio.ensure_future(self.throughput.run(self.throughput_stop))
         try:
             await self.maintenance.run_once()
         except (RedisConnectionError, RedisTimeoutError) as e:
@@ -414,51 +389,31 @@ class Worker:
 
     async def stop_clocks(self) -> None:
         self.cron_stop.set()
+        self.throughput_stop.set()
         self.status.stop()
         self.maintenance.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
         for task in self.clocks:
             task.cancel()
-        waiting = self.clocks + ([self.cron_task] if self.cron_task is not None else [])
+        # Cron and the throughput history stop on their events (each writes once more first).
+        waiting = self.clocks + [t for t in (self.cron_task, self.throughput_task) if t is not None]
         if waiting:
-            await asyncio.wait(waiting, timeout=10)
-        self.clocks, self.cron_task = [], None
+            await asyncio.wait(waiting, timeout=CLOCKS_STOP_WAIT)
+        self.clocks, self.cron_task, self.throughput_task = [], None, None
         if self.scheduler is not None:
             try:
                 await self.scheduler.release()
             except Exception:
                 logger.exception('Worker %s: could not release the scheduler locks', self.name)
 
-    async def _abandoned(self, job: RQJob) -> None:
-        """An abandoned job found by maintenance: its failure callback, then the handlers."""
-        cb = job.failure_callback
-        args = (AbandonedJobError, AbandonedJobError(), None)
-        if self.metrics is not None:
-            self.metrics.job_abandoned(job)
-        if cb is not None:
-            await self.runner.callback(job, cb, job.failure_callback_timeout, *args)
-        self.handle_exception(job, args)
-
-    async def _stuck(self, queue_name: str, job_id: str) -> None:
-        """An id stuck in the intermediate list: failed as rq's maintenance fails it."""
-        try:
-            job = await aiorq.protocol.jobs.fetch(self.connection, job_id, self.serializer)
-        except Exception:
-            return
-        await finish.finish_failure(self.connection, self.name, job, None, 'Job was stuck in intermediate queue.')
-
-    def loop_blocked(self, seconds: float, ex: dequeue.Execution | None) -> None:
-        """The watchdog saw the loop held for ``seconds`` (by ``ex``, when it could tell)."""
-        if self.metrics is not None:
-            self.metrics.loop_blocked(seconds, ex)
-
     async def bootstrap(self) -> None:
+        """Birth (rq's record), commands, the watchdog and heartbeat threads, start-up hooks."""
         blocking = await self.admission.open()
         self.ip_address = await workers.client_address(blocking, self.name)
         self.birth = utcformat(now())
         await workers.register_birth(
-            self.connection, self.name, self.queue_names, self.base_fields(), self.worker_ttl + 60
+            self.connection, self.name, self.queue_names, self.base_fields(), self.settings.idle_ttl
         )
         logger.info('Worker %s: started with PID %d, aiorq %s', self.name, self.pid, aiorq.VERSION)
         if (policy := await workers.eviction_policy(self.connection)) not in (None, 'noeviction'):
@@ -467,18 +422,27 @@ class Worker:
         await self.commands.start()
         await workers.set_state(self.connection, self.name, WorkerStatus.STARTED.value)
         logger.info('*** Listening on %s...', ', '.join(self.queue_names))
-        self.watchdog = LoopWatchdog(asyncio.get_running_loop(), self.frames, self.name, self.loop_blocked)
+        self.watchdog = LoopWatchdog(asyncio.get_running_loop(), self.frames, self.name, self.events.loop_blocked)
         self.watchdog.begin()
-        self.heartbeat = Heartbeat(self, sync_connection(self.connection), self.watchdog)
+        self.heartbeat = Heartbeat(
+            self.settings,
+            sync_connection(self.connection),
+            self.inflight.snapshot,
+            self.flags.idle_state,
+            self.base_fields,
+            self.watchdog,
+        )
         self.heartbeat.start()
         for hook in self.on_startup:
             await hook(self)
         if self.sync_jobs == 'process':
             # Children build their clients from this (TLS, ACL user and Sentinel included).
-            self.process_pool = ProcessPool(self.concurrency, endpoint(self.connection).portable(), self.on_startup)
-            await self.process_pool.start()
+            pool = ProcessPool(self.concurrency, endpoint(self.connection).portable(), self.on_startup)
+            await pool.start()
+            self.executor.process_pool = pool
 
     async def teardown(self) -> None:
+        """Clocks, shutdown hooks, threads, commands, child processes, then death."""
         await self.stop_clocks()
         for hook in self.on_shutdown:
             try:
@@ -487,7 +451,7 @@ class Worker:
                 logger.exception('Shutdown hook %r raised', hook)
         if self.heartbeat is not None:
             self.heartbeat.stop()
-            await asyncio.to_thread(self.heartbeat.join, 5)
+            await asyncio.to_thread(self.heartbeat.join, HEARTBEAT_JOIN_WAIT)
         if self.watchdog is not None:
             self.watchdog.end()
         await self.commands.stop()
@@ -505,8 +469,8 @@ class Worker:
         logger.info('Worker %s: stopped', self.name)
 
     async def drain(self) -> None:
-        while self.tasks:
-            await asyncio.wait(list(self.tasks.values()))
+        """Wait until every execution in flight has ended."""
+        await self.inflight.drain()
 
 
 def _hooks(value: Sequence[Hook] | Hook | None) -> list[Hook]:

@@ -154,17 +154,23 @@ class Batch:
 
     # -- guards --------------------------------------------------------------------------
 
-    def guard_member(self, key: str, member: str) -> None:
-        self._guards.append(('Z', self._k(key), member))
+    # Each guard returns its number: what :meth:`run` returns when that guard is the one that failed.
 
-    def guard_scard(self, key: str, count: int) -> None:
-        self._guards.append(('C', self._k(key), count))
+    def guard_member(self, key: str, member: str) -> int:
+        return self._guard(('Z', self._k(key), member))
 
-    def guard_exists(self, key: str) -> None:
-        self._guards.append(('E', self._k(key), ''))
+    def guard_scard(self, key: str, count: int) -> int:
+        return self._guard(('C', self._k(key), count))
 
-    def guard_field(self, key: str, field: str, value: str) -> None:
-        self._guards.append(('F', self._k(key), field, value))
+    def guard_exists(self, key: str) -> int:
+        return self._guard(('E', self._k(key), ''))
+
+    def guard_field(self, key: str, field: str, value: str) -> int:
+        return self._guard(('F', self._k(key), field, value))
+
+    def _guard(self, guard: tuple[Any, ...]) -> int:
+        self._guards.append(guard)
+        return len(self._guards)
 
     # -- probes: when a guard fails, do these show the section's writes already in place? --
 

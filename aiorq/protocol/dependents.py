@@ -12,10 +12,11 @@ from rq.job import JobStatus
 from rq.utils import as_text, current_timestamp
 
 from . import keys
-from .batch import Batch
+from .batch import APPLIED, Batch
 from .codec import parse_status
+from .defaults import DEFAULT_JOB_TIMEOUT
 from .enqueue import Pipe, buffer_enqueue, dependencies_are_met, enqueue_rate_limited
-from .jobs import fetch_many
+from .reads import fetch_many
 
 logger = logging.getLogger('aiorq.protocol')
 
@@ -43,34 +44,11 @@ async def move_dependents_to_ready(
                 ids = {as_text(i) for i in await p.smembers(dependents_key)}
                 if not ids:
                     return {}
-                ready: list[RQJob] = []
-                for dependent in await fetch_many(conn, sorted(ids), serializer=serializer):
-                    if dependent is None:
-                        continue
-                    if not await dependencies_are_met(
-                        conn,
-                        dependent,
-                        parent=parent,
-                        parent_status=parent_status,
-                        exclude_job_id=exclude_job_id,
-                        pipe=p,
-                    ):
-                        continue
-                    if dependent.get_status(refresh=False) == JobStatus.CANCELED:
-                        continue
-                    ready.append(dependent)
+                ready = await _ready_dependents(conn, p, parent, sorted(ids), exclude_job_id, parent_status, serializer)
                 p.multi()
                 if not ready:
                     return {}
-                grouped: dict[str, list[RQJob]] = defaultdict(list)
-                for dependent in ready:
-                    grouped[dependent.origin].append(dependent)
-                for origin, group in grouped.items():
-                    for dependent in group:
-                        p.zrem(keys.registry('deferred', origin), dependent.id)
-                        dependent._status = JobStatus.READY_TO_ENQUEUE
-                        p.hset(keys.job(dependent.id), 'status', JobStatus.READY_TO_ENQUEUE.value)
-                        p.zadd(keys.registry('ready', origin), {dependent.id: current_timestamp()})
+                grouped = _buffer_ready(p, ready)
                 if len(ready) == len(ids):
                     p.delete(dependents_key)
                 else:
@@ -86,8 +64,50 @@ async def move_dependents_to_ready(
             await p.reset()
 
 
+async def _ready_dependents(
+    conn: Redis,
+    pipe: Pipe,
+    parent: RQJob,
+    ids: list[str],
+    exclude_job_id: str | None,
+    parent_status: JobStatus | None,
+    serializer: object,
+) -> list[RQJob]:
+    """The dependents (of ``ids``) whose dependencies are met and that are not canceled."""
+    ready: list[RQJob] = []
+    for dependent in await fetch_many(conn, ids, serializer=serializer):
+        if dependent is None:
+            continue
+        if not await dependencies_are_met(
+            conn, dependent, parent=parent, parent_status=parent_status, exclude_job_id=exclude_job_id, pipe=pipe
+        ):
+            continue
+        if dependent.get_status(refresh=False) == JobStatus.CANCELED:
+            continue
+        ready.append(dependent)
+    return ready
+
+
+def _buffer_ready(pipe: Pipe, ready: list[RQJob]) -> dict[str, list[RQJob]]:
+    """Each ready dependent leaves its deferred registry for the ready one; grouped by queue."""
+    grouped: dict[str, list[RQJob]] = defaultdict(list)
+    for dependent in ready:
+        grouped[dependent.origin].append(dependent)
+    for origin, group in grouped.items():
+        for dependent in group:
+            pipe.zrem(keys.registry('deferred', origin), dependent.id)
+            dependent._status = JobStatus.READY_TO_ENQUEUE
+            pipe.hset(keys.job(dependent.id), 'status', JobStatus.READY_TO_ENQUEUE.value)
+            pipe.zadd(keys.registry('ready', origin), {dependent.id: current_timestamp()})
+    return grouped
+
+
 async def enqueue_ready_jobs(
-    conn: Redis, queue_name: str, job_ids: list[str], default_timeout: int = 180, serializer: object = None
+    conn: Redis,
+    queue_name: str,
+    job_ids: list[str],
+    default_timeout: int = DEFAULT_JOB_TIMEOUT,
+    serializer: object = None,
 ) -> list[RQJob]:
     """Phase B (``ReadyJobRegistry.enqueue_jobs``): claim each id with WATCH + ZSCORE, then push."""
     if not job_ids:
@@ -115,13 +135,13 @@ async def _claim_and_enqueue(conn: Redis, ready_key: str, job: RQJob, queue_name
     if not job.has_rate_limit:
         batch = Batch()
         batch.guard_member(ready_key, job.id)
-        batch.guard_field(keys.job(job.id), 'status', JobStatus.READY_TO_ENQUEUE.value)
+        still_ready = batch.guard_field(keys.job(job.id), 'status', JobStatus.READY_TO_ENQUEUE.value)
         batch.zrem(ready_key, job.id)
         buffer_enqueue(batch, job, queue_name, default_timeout, job.should_enqueue_at_front())
         failed = await batch.run(conn)
-        if failed == 2:
+        if failed == still_ready:
             await conn.zrem(ready_key, job.id)  # no longer ready: a stale entry, as rq drops it
-        return failed == 0
+        return failed == APPLIED
     for _ in range(10):
         try:
             async with conn.pipeline(transaction=True) as pipe:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from rq.job import Job as RQJob
@@ -17,7 +17,7 @@ from rq.utils import as_text, now, utcformat
 
 from . import keys, scripts, wire
 from .codec import parse_date, restore_job
-from .workers import heartbeat_ttl
+from .defaults import DEFAULT_JOB_TIMEOUT, EXECUTIONS_SLACK, HEARTBEAT_SLACK
 
 logger = logging.getLogger('aiorq.protocol')
 
@@ -32,7 +32,8 @@ logger = logging.getLogger('aiorq.protocol')
 # KEYS: worker, worker executions, then per queue: queue, intermediate, wip.
 # ARGV: worker name, utc timestamp, float now, int now, monitoring interval, lrem flag (the
 # known ids sit in the single queue's intermediate list), want, job key prefix, execution key
-# prefix, job executions key prefix and suffix, number of known ids, then per known id: queue
+# prefix, job executions key prefix and suffix, the default job timeout, the heartbeat slack,
+# the executions index slack (see defaults.py), number of known ids, then per known id: queue
 # index, job id; then the execution ids (known ones first, then one per id to pop).
 # Returns {rows, 1 if popping stopped at a job enqueued after the start time else 0}, a row per
 # job: {queue index (0: no longer started), job id, execution id, created_at, started_at, the job
@@ -42,9 +43,10 @@ CLAIM_SCRIPT = """
 local name, ts, nowf, nowi = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local interval, lrem, want = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local job_prefix, exec_prefix, execs_prefix, execs_suffix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local nknown = tonumber(ARGV[12])
+local default_timeout, slack, execs_slack = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local nknown = tonumber(ARGV[15])
 local nqueues = (#KEYS - 2) / 3
-local first_exec = 13 + nknown * 2
+local first_exec = 16 + nknown * 2
 local mine = {}
 for i = first_exec, #ARGV do mine[ARGV[i]] = true end
 local out = {}
@@ -78,7 +80,7 @@ local function start(q, job_id, exec_id, known)
         table.insert(out, {q, job_id, exec_id, nowf, ts, {}})
         return
     end
-    local timeout = 180
+    local timeout = default_timeout
     for f = 1, #raw, 2 do
         if raw[f] == 'timeout' then
             local t = tonumber(raw[f + 1])
@@ -86,14 +88,14 @@ local function start(q, job_id, exec_id, known)
         end
     end
     local hb
-    if timeout > 0 then hb = math.floor(math.min(timeout, interval)) + 60 else hb = interval + 60 end
+    if timeout > 0 then hb = math.floor(math.min(timeout, interval)) + slack else hb = interval + slack end
     local member = job_id .. ':' .. exec_id
     local ek, exk = exec_prefix .. job_id .. ':' .. exec_id, execs_prefix .. job_id .. execs_suffix
     redis.call('HSET', ek, 'id', exec_id, 'job_id', job_id, 'created_at', nowf, 'last_heartbeat', nowf,
                'worker_name', name)
     redis.call('EXPIRE', ek, hb)
-    redis.call('ZADD', exk, nowi + hb + 60, exec_id)
-    redis.call('EXPIRE', exk, hb + 60)
+    redis.call('ZADD', exk, nowi + hb + execs_slack, exec_id)
+    redis.call('EXPIRE', exk, hb + execs_slack)
     redis.call('ZADD', KEYS[3 * q + 2], nowi + hb, member)
     redis.call('SADD', KEYS[2], member)
     redis.call('HSET', jk, 'last_heartbeat', ts, 'status', 'started', 'started_at', ts, 'worker_name', name)
@@ -103,7 +105,7 @@ local function start(q, job_id, exec_id, known)
     table.insert(out, {q, job_id, exec_id, nowf, ts, raw})
 end
 for i = 0, nknown - 1 do
-    start(tonumber(ARGV[13 + i * 2]), ARGV[14 + i * 2], ARGV[first_exec + i], true)
+    start(tonumber(ARGV[16 + i * 2]), ARGV[17 + i * 2], ARGV[first_exec + i], true)
 end
 local taken, fresh = 0, false
 for q = 1, nqueues do
@@ -122,8 +124,8 @@ end
 if started > 0 then
     -- Once per call, not per job: the last write of each field is what rq's sequence leaves.
     redis.call('HSET', KEYS[1], 'state', 'busy', 'last_heartbeat', ts, 'aiorq_claim', token)
-    redis.call('EXPIRE', KEYS[1], interval + 60)
-    redis.call('EXPIRE', KEYS[2], interval + 60)
+    redis.call('EXPIRE', KEYS[1], interval + slack)
+    redis.call('EXPIRE', KEYS[2], interval + slack)
 end
 return {out, fresh and 1 or 0}
 """
@@ -153,23 +155,41 @@ return out
 """
 
 
-@dataclass
-class Execution:
-    """One in-flight attempt, as the worker remembers it."""
+class Started(Protocol):
+    """What an outcome needs to know of the execution it ends (the worker's own execution
+    object, or a :class:`Claimed` record): its job, queue, id and creation time."""
+
+    @property
+    def job(self) -> RQJob: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> float: ...
+
+    @property
+    def member(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job a claim started: the job (its start fields set), its queue, the execution's id,
+    creation time (epoch seconds) and start time (the job's ``started_at``)."""
 
     job: RQJob
     queue: str
     id: str
     created_at: float
-    hb_ttl: int
-    started_at: datetime | None = None
-    stopped: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime
 
     @property
     def member(self) -> str:
+        """The execution's member in the started registry and the worker's index."""
         return f'{self.job.id}:{self.id}'
-
 
 
 async def pop(conn: Redis, queue_names: list[str], want: int, single: bool) -> list[tuple[str, str]]:
@@ -227,6 +247,9 @@ def _split(template: str) -> tuple[str, str]:
     return prefix, suffix
 
 
+Broken = tuple[str, str, str, Exception]  # queue, job id, execution id, why it cannot be read
+
+
 async def claim_executions(
     conn: Redis,
     worker_name: str,
@@ -238,26 +261,60 @@ async def claim_executions(
     interval: int,
     single: bool,
     serializer: Any = None,
-) -> tuple[list[Execution], list[tuple[str, str, str, Exception]], list[str], bool]:
+) -> tuple[list[Claimed], list[Broken], list[str], bool]:
     """Pop up to ``want`` ids from ``queue_names`` in order, and/or take ``known`` (queue, id)
     pairs a blocking pop already moved, and start them all in one script (:data:`CLAIM_SCRIPT`).
     ``exec_ids`` holds one id per known job, then one per id to pop; repeating a call whose reply
     was lost with the same ``exec_ids`` returns what the first one started. Returns the
-    executions, the ids that could not be decoded (their start was written; the caller fails
+    started jobs, the ids that could not be decoded (their start was written; the caller fails
     them) — a vanished hash is skipped — the queue of every id claimed, in order, and whether
     popping stopped at a job enqueued after this call's start time (the next call takes it)."""
     known = known or []
     assert len(exec_ids) == len(known) + want
     ts_dt = now()
-    ts_text = utcformat(ts_dt)  # microseconds kept: the text stands for exactly ts_dt
-    nowf = ts_dt.timestamp()
     ks = [keys.worker(worker_name), keys.worker_executions(worker_name)]
     for q in queue_names:
         ks += [keys.queue(q), keys.intermediate(q), keys.registry('started', q)]
+    argv = _claim_argv(worker_name, queue_names, ts_dt, interval, single, want, known) + exec_ids
+    rows, waiting = await wire.run_script(conn, CLAIM_SCRIPT, ks, argv)
+    started: list[Claimed] = []
+    broken: list[Broken] = []
+    served: list[str] = []
+    for qi, raw_id, raw_exec, created, since, flat in rows:
+        job_id, exec_id = as_text(raw_id), as_text(raw_exec)
+        if qi:
+            served.append(queue_names[int(qi) - 1])
+        if not flat:
+            logger.warning('Job %s vanished from Redis before it could start; skipped', job_id)
+        elif not qi:
+            logger.warning('Job %s: its execution %s ended before the worker learnt of it', job_id, exec_id)
+        else:
+            queue_name = queue_names[int(qi) - 1]
+            raw = dict(zip(flat[0::2], flat[1::2]))
+            try:
+                job, started_at = _started_job(job_id, raw, serializer, worker_name, as_text(since), ts_dt)
+            except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
+                broken.append((queue_name, job_id, exec_id, e))
+                continue
+            started.append(Claimed(job, queue_name, exec_id, float(created), started_at))
+    return started, broken, served, bool(waiting)
+
+
+def _claim_argv(
+    worker_name: str,
+    queue_names: list[str],
+    ts_dt: datetime,
+    interval: int,
+    single: bool,
+    want: int,
+    known: list[tuple[str, str]],
+) -> list[Any]:
+    """:data:`CLAIM_SCRIPT`'s arguments up to (not including) the execution ids."""
+    nowf = ts_dt.timestamp()
     exec_prefix = keys.execution('\0', '').partition('\0')[0]
     argv: list[Any] = [
         worker_name,
-        ts_text,
+        utcformat(ts_dt),  # microseconds kept: the text stands for exactly ts_dt
         repr(nowf),
         int(nowf),
         interval,
@@ -266,51 +323,38 @@ async def claim_executions(
         keys.job(''),
         exec_prefix,
         *_split(keys.executions('\0')),
+        DEFAULT_JOB_TIMEOUT,
+        HEARTBEAT_SLACK,
+        EXECUTIONS_SLACK,
         len(known),
     ]
     for queue_name, job_id in known:
         argv += [queue_names.index(queue_name) + 1, job_id]
-    argv += exec_ids
-    rows, waiting = await wire.run_script(conn, CLAIM_SCRIPT, ks, argv)
-    started: list[Execution] = []
-    broken: list[tuple[str, str, str, Exception]] = []
-    served: list[str] = []
-    for qi, raw_id, raw_exec, created, since, flat in rows:
-        job_id, exec_id = as_text(raw_id), as_text(raw_exec)
-        if qi:
-            served.append(queue_names[int(qi) - 1])
-        if not flat:
-            logger.warning('Job %s vanished from Redis before it could start; skipped', job_id)
-            continue
-        if not qi:
-            logger.warning('Job %s: its execution %s ended before the worker learnt of it', job_id, exec_id)
-            continue
-        queue_name = queue_names[int(qi) - 1]
-        raw = dict(zip(flat[0::2], flat[1::2]))
-        try:
-            job = restore_job(job_id, raw, serializer)
-        except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
-            broken.append((queue_name, job_id, exec_id, e))
-            continue
-        stamp = as_text(since)
-        stored = dict(raw)
-        stored.update(
-            {
-                b'last_heartbeat': stamp.encode(),
-                b'status': b'started',
-                b'started_at': stamp.encode(),
-                b'worker_name': worker_name.encode(),
-            }
-        )
-        job._aiorq_stored = stored  # type: ignore[attr-defined]
-        started_at = ts_dt if stamp == ts_text else parse_date(stamp)  # a replay keeps its own
-        job.worker_name = worker_name
-        job.last_heartbeat = started_at
-        job.started_at = started_at
-        job._status = JobStatus.STARTED
-        hb = heartbeat_ttl(job.timeout or 180, interval)
-        started.append(Execution(job, queue_name, exec_id, float(created), hb, started_at=started_at))
-    return started, broken, served, bool(waiting)
+    return argv
+
+
+def _started_job(
+    job_id: str, raw: dict[bytes, bytes], serializer: Any, worker_name: str, stamp: str, ts_dt: datetime
+) -> tuple[RQJob, datetime]:
+    """The job as the claim left it: its hash before the start, with the start's four fields
+    (on the object, and in the stored hash it carries for the outcome's diff)."""
+    job = restore_job(job_id, raw, serializer)
+    stored = dict(raw)
+    stored.update(
+        {
+            b'last_heartbeat': stamp.encode(),
+            b'status': b'started',
+            b'started_at': stamp.encode(),
+            b'worker_name': worker_name.encode(),
+        }
+    )
+    job._aiorq_stored = stored  # type: ignore[attr-defined]
+    started_at = ts_dt if stamp == utcformat(ts_dt) else parse_date(stamp)  # a replay keeps its own
+    job.worker_name = worker_name
+    job.last_heartbeat = started_at
+    job.started_at = started_at
+    job._status = JobStatus.STARTED
+    return job, started_at
 
 
 async def start_executions(
@@ -321,7 +365,7 @@ async def start_executions(
     interval: int,
     single: bool,
     serializer: Any = None,
-) -> tuple[list[Execution], list[tuple[str, str, str, Exception]]]:
+) -> tuple[list[Claimed], list[Broken]]:
     """Start ids already popped (see :func:`claim_executions`)."""
     queue_names = list(dict.fromkeys(q for q, _ in popped))
     started, broken, _, _ = await claim_executions(
@@ -335,8 +379,3 @@ async def start_executions(
         serializer=serializer,
     )
     return started, broken
-
-
-# -- heartbeats ----------------------------------------------------------------------------
-
-

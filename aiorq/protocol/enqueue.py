@@ -367,33 +367,7 @@ async def enqueue_many(
                 pipe.hset(keys.job(job.id), mapping=mapping(job))
             if pipeline is None:
                 await pipe.execute()
-            # Registering the dependency and checking it happen per job under WATCH, like rq's
-            # Dependency.get_jobs_with_met_dependencies; a user pipeline gets the same commands.
-            checker = conn.pipeline(transaction=True)
-            try:
-                for index, (job, _) in enumerate(dependent):
-                    while True:
-                        try:
-                            await checker.watch(*[keys.job(d) for d in job._dependency_ids])
-                            await checker.zadd(keys.registry('deferred', queue_name), {job.id: current_timestamp()})
-                            for dep_id in job._dependency_ids:
-                                await checker.sadd(keys.dependents(dep_id), job.id)
-                                await checker.sadd(keys.dependencies(job.id), dep_id)
-                            if await dependencies_are_met(conn, job, pipe=checker):
-                                met.append(job)
-                            else:
-                                unmet.append(job)
-                            checker.multi()
-                            await checker.execute()
-                        except WatchError:
-                            continue
-                        break
-                    if index == 0 and pipeline is not None:
-                        # rq checks on the caller's pipeline, whose first EXEC (after the first
-                        # dependent's check) sends all it buffered: later dependents see this batch.
-                        await pipe.execute()
-            finally:
-                await checker.reset()
+            met, unmet = await _register_dependents(conn, [j for j, _ in dependent], queue_name, pipe, pipeline)
             fronts = {j.id for j, f in dependent if f}
             for job in met:
                 buffer_enqueue(pipe, job, queue_name, default_timeout, bool(job.enqueue_at_front) or job.id in fronts)
@@ -405,6 +379,43 @@ async def enqueue_many(
         if pipeline is None:
             await pipe.reset()
     return [j for j, _ in plain] + unmet + met
+
+
+async def _register_dependents(
+    conn: Redis, dependent: list[RQJob], queue_name: str, pipe: Pipe, pipeline: Pipe | None
+) -> tuple[list[RQJob], list[RQJob]]:
+    """Register each dependent job's dependencies and check them; returns (met, unmet).
+
+    Registering the dependency and checking it happen per job under WATCH, like rq's
+    Dependency.get_jobs_with_met_dependencies; a user pipeline gets the same commands."""
+    met: list[RQJob] = []
+    unmet: list[RQJob] = []
+    checker = conn.pipeline(transaction=True)
+    try:
+        for index, job in enumerate(dependent):
+            while True:
+                try:
+                    await checker.watch(*[keys.job(d) for d in job._dependency_ids])
+                    await checker.zadd(keys.registry('deferred', queue_name), {job.id: current_timestamp()})
+                    for dep_id in job._dependency_ids:
+                        await checker.sadd(keys.dependents(dep_id), job.id)
+                        await checker.sadd(keys.dependencies(job.id), dep_id)
+                    if await dependencies_are_met(conn, job, pipe=checker):
+                        met.append(job)
+                    else:
+                        unmet.append(job)
+                    checker.multi()
+                    await checker.execute()
+                except WatchError:
+                    continue
+                break
+            if index == 0 and pipeline is not None:
+                # rq checks on the caller's pipeline, whose first EXEC (after the first
+                # dependent's check) sends all it buffered: later dependents see this batch.
+                await pipe.execute()
+    finally:
+        await checker.reset()
+    return met, unmet
 
 
 async def dependencies_are_met(

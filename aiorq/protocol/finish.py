@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,18 +19,17 @@ from rq.utils import current_timestamp, utcformat
 from . import dependents, keys, ratelimit
 from .batch import ALREADY_APPLIED, APPLIED, Batch, BatchRunner
 from .codec import exc_string_payload, save
-from .dequeue import Execution
+from .defaults import FAILURE_TTL, job_timeout
+from .dequeue import Started
 from .enqueue import buffer_enqueue, buffer_schedule_in
+from .jobs import buffer_execution_records_delete
 from .outcomes import buffer_failed_registry_add, buffer_job_cleanup, buffer_result, buffer_retry, buffer_retry_after
 
 logger = logging.getLogger('aiorq.protocol')
 
 
-def buffer_execution_cleanup(sink: Any, worker_name: str, ex: Execution) -> None:
-    sink.delete(keys.execution(ex.job.id, ex.id))
-    sink.zrem(keys.registry('started', ex.queue), ex.member)
-    sink.zrem(keys.executions(ex.job.id), ex.id)
-    sink.srem(keys.worker_executions(worker_name), ex.member)
+def buffer_execution_cleanup(sink: Any, worker_name: str, ex: Started) -> None:
+    buffer_execution_records_delete(sink, ex.job.id, ex.id, ex.queue, worker_name)
 
 
 def _counters(sink: Any, worker_name: str, job: RQJob, success: bool) -> None:
@@ -52,7 +52,7 @@ def buffer_repeat(sink: Any, job: RQJob) -> None:
     job.repeats_left -= 1
     save(sink, job)
     if interval == 0:
-        buffer_enqueue(sink, job, job.origin, int(job.timeout or 180), False)
+        buffer_enqueue(sink, job, job.origin, int(job_timeout(job.timeout)), False)
     else:
         buffer_schedule_in(sink, job, interval)
 
@@ -69,20 +69,22 @@ def adopt(job: RQJob, planned: RQJob) -> None:
     job.__dict__.update(planned.__dict__)
 
 
-def _guard(batch: Batch, worker_name: str, ex: Execution, planned: RQJob, deleted: bool) -> None:
+def _guard(batch: Batch, worker_name: str, ex: Started, planned: RQJob, deleted: bool) -> int:
     """Run only while this execution owns the job (its started-registry member); if it does not,
     the probes tell an earlier, committed attempt of this same outcome (its reply lost in an
     outage) from an outcome written by someone else: the execution's index member is gone, and
-    the job hash holds this outcome's ``ended_at`` (or is gone, for a deleting outcome)."""
-    batch.guard_member(keys.registry('started', ex.queue), ex.member)
+    the job hash holds this outcome's ``ended_at`` (or is gone, for a deleting outcome).
+    Returns the guard's number (what the batch returns when another process owns the job)."""
+    owned = batch.guard_member(keys.registry('started', ex.queue), ex.member)
     batch.probe_not_member(keys.worker_executions(worker_name), ex.member)
     if deleted:
         batch.probe_missing(keys.job(planned.id))
     elif planned.ended_at is not None:
         batch.probe_field(keys.job(planned.id), 'ended_at', utcformat(planned.ended_at))
+    return owned
 
 
-async def _commit(conn: Redis, batch: Batch, worker_name: str, ex: Execution) -> bool:
+async def _commit(conn: Redis, batch: Batch, worker_name: str, ex: Started) -> bool:
     """Run an outcome batch behind :func:`_guard`. When another process owns the job now
     (stopped, declared abandoned, canceled) only the execution records are removed."""
     if await batch.run(conn) in (APPLIED, ALREADY_APPLIED):
@@ -90,7 +92,7 @@ async def _commit(conn: Redis, batch: Batch, worker_name: str, ex: Execution) ->
     return await _superseded(conn, worker_name, ex)
 
 
-async def _superseded(conn: Redis, worker_name: str, ex: Execution) -> bool:
+async def _superseded(conn: Redis, worker_name: str, ex: Started) -> bool:
     logger.warning('Job %s: its execution %s ended elsewhere; outcome not recorded', ex.job.id, ex.id)
     cleanup = Batch()
     buffer_execution_cleanup(cleanup, worker_name, ex)
@@ -101,7 +103,7 @@ async def _superseded(conn: Redis, worker_name: str, ex: Execution) -> bool:
 async def finish_success(
     conn: Redis,
     worker_name: str,
-    ex: Execution,
+    ex: Started,
     return_value: Any,
     default_result_ttl: int,
     serializer: Any = None,
@@ -116,30 +118,7 @@ async def finish_success(
 
     async def fill(sink: Any, job: RQJob) -> None:
         """Everything the success transaction writes, after any dependents phase A."""
-        _counters(sink, worker_name, job, True)
-        if result_ttl != 0:
-            job._status = JobStatus.FINISHED
-            # rq sends HSET status, then the whole mapping (status included); the mapping's
-            # write alone leaves the same hash, and it always carries the changed status.
-            save(sink, job, include_meta=False, include_result=False)
-            _execution_result(
-                sink,
-                job,
-                ex,
-                worker_name,
-                Result.Type.SUCCESSFUL,
-                result_ttl,
-                return_value=return_value,
-                max_size=max_result_size,
-            )
-            score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
-            sink.zadd(keys.registry('finished', job.origin), {job.id: score})
-        if repeating:
-            buffer_repeat(sink, job)
-        else:
-            await buffer_job_cleanup(conn, sink, job, result_ttl)
-            job._status = JobStatus.FINISHED
-        buffer_execution_cleanup(sink, worker_name, ex)
+        await _buffer_success(conn, sink, job, ex, worker_name, return_value, result_ttl, max_result_size)
 
     def planned() -> RQJob:
         job = plan(ex.job)
@@ -150,7 +129,7 @@ async def finish_success(
     # WATCH-based path below handles the others.
     job = planned()
     batch = Batch()
-    _guard(batch, worker_name, ex, job, deleted=result_ttl == 0 and not repeating)
+    owned = _guard(batch, worker_name, ex, job, deleted=result_ttl == 0 and not repeating)
     batch.guard_scard(dependents_key, 0)
     await fill(batch, job)
     outcome = await (run(batch) if run is not None else batch.run(conn))
@@ -158,15 +137,66 @@ async def finish_success(
         adopt(ex.job, job)
         await ratelimit.release_slot(conn, ex.job)
         return True
-    if outcome == 1:
+    if outcome == owned:
         return await _superseded(conn, worker_name, ex)
     # A dependent exists (or appeared): rq's WATCH on the dependents set, with phase A inside.
+    return await _finish_success_with_dependents(conn, worker_name, ex, planned, fill, serializer)
+
+
+async def _buffer_success(
+    conn: Redis,
+    sink: Any,
+    job: RQJob,
+    ex: Started,
+    worker_name: str,
+    return_value: Any,
+    result_ttl: int,
+    max_result_size: int | None,
+) -> None:
+    """The success transaction's writes on the planned ``job``: counters, the finished records
+    (unless ``result_ttl`` is 0), the repeat or the clean-up, and the execution's records."""
+    _counters(sink, worker_name, job, True)
+    if result_ttl != 0:
+        job._status = JobStatus.FINISHED
+        # rq sends HSET status, then the whole mapping (status included); the mapping's
+        # write alone leaves the same hash, and it always carries the changed status.
+        save(sink, job, include_meta=False, include_result=False)
+        _execution_result(
+            sink,
+            job,
+            ex,
+            worker_name,
+            Result.Type.SUCCESSFUL,
+            result_ttl,
+            return_value=return_value,
+            max_size=max_result_size,
+        )
+        score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
+        sink.zadd(keys.registry('finished', job.origin), {job.id: score})
+    if job.repeats_left is not None and job.repeats_left > 0:
+        buffer_repeat(sink, job)
+    else:
+        await buffer_job_cleanup(conn, sink, job, result_ttl)
+        job._status = JobStatus.FINISHED
+    buffer_execution_cleanup(sink, worker_name, ex)
+
+
+async def _finish_success_with_dependents(
+    conn: Redis,
+    worker_name: str,
+    ex: Started,
+    planned: Callable[[], RQJob],
+    fill: Callable[[Any, RQJob], Awaitable[None]],
+    serializer: Any,
+) -> bool:
+    """The success transaction of a job with dependents: rq's WATCH on its dependents set, the
+    dependents' phase A and ``fill``'s writes in one MULTI (``planned()`` makes a fresh plan)."""
     moved: dict[str, list[str]] = {}
     async with conn.pipeline(transaction=True) as pipe:
         while True:
             job = planned()
             try:
-                await pipe.watch(dependents_key, keys.execution(job.id, ex.id))
+                await pipe.watch(keys.dependents(ex.job.id), keys.execution(job.id, ex.id))
                 if await pipe.zscore(keys.registry('started', ex.queue), ex.member) is None:
                     await pipe.reset()
                     return await _superseded(conn, worker_name, ex)
@@ -185,7 +215,7 @@ async def finish_success(
 
 
 def _execution_result(
-    sink: Any, job: RQJob, ex: Execution | None, worker_name: str, type_: Result.Type, ttl: int | None, **values: Any
+    sink: Any, job: RQJob, ex: Started | None, worker_name: str, type_: Result.Type, ttl: int | None, **values: Any
 ) -> None:
     """The Result entry of an execution's outcome, with the execution's id and times."""
     buffer_result(
@@ -209,7 +239,7 @@ async def finish_failure(
     conn: Redis,
     worker_name: str,
     original: RQJob,
-    ex: Execution | None,
+    ex: Started | None,
     exc_string: str,
     *,
     stopped: bool = False,
@@ -252,7 +282,7 @@ async def finish_failure(
     return True
 
 
-async def finish_returned_retry(conn: Redis, worker_name: str, ex: Execution, retry: Retry) -> tuple[bool, bool]:
+async def finish_returned_retry(conn: Redis, worker_name: str, ex: Started, retry: Retry) -> tuple[bool, bool]:
     """§4.12 return-based retry. Returns (committed, exhausted)."""
     job = plan(ex.job)
     job._result = retry  # rq's plain saves after a run carry the legacy ``result`` field
@@ -291,14 +321,10 @@ async def fail_unstarted(
     """A started job whose hash cannot be decoded: its execution records go, and it is failed
     (failed registry, Result, counters) without rq's codec, so the id is not lost."""
     batch = Batch()
-    member = f'{job_id}:{exec_id}'
-    batch.delete(keys.execution(job_id, exec_id))
-    batch.zrem(keys.registry('started', queue_name), member)
-    batch.zrem(keys.executions(job_id), exec_id)
-    batch.srem(keys.worker_executions(worker_name), member)
+    buffer_execution_records_delete(batch, job_id, exec_id, queue_name, worker_name)
     batch.hset(keys.job(job_id), 'status', JobStatus.FAILED.value)
-    batch.zadd(keys.registry('failed', queue_name), {job_id: current_timestamp() + 31536000})
-    batch.expire(keys.job(job_id), 31536000)
+    batch.zadd(keys.registry('failed', queue_name), {job_id: current_timestamp() + FAILURE_TTL})
+    batch.expire(keys.job(job_id), FAILURE_TTL)
     batch.xadd(
         keys.results(job_id),
         {'type': Result.Type.FAILED.value, 'worker_name': worker_name, 'exc_string': exc_string_payload(exc_string)},

@@ -10,13 +10,19 @@ from redis.exceptions import WatchError
 from rq.exceptions import InvalidJobOperation, NoSuchGroupError, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job as RQJob
-from rq.job import JobStatus, parse_job_id
+from rq.job import JobStatus
 from rq.results import Result
 from rq.utils import as_text, current_timestamp
 
-from . import keys, ratelimit, wire
-from .codec import NOIO, mapping, parse_status, restore_job
-from .enqueue import Pipe, buffer_enqueue, enqueue_rate_limited
+from . import dependents, keys, ratelimit, wire
+from .codec import NOIO, mapping, parse_status
+from .defaults import DEFAULT_JOB_TIMEOUT
+from .enqueue import Pipe, Sink, buffer_enqueue, enqueue_rate_limited
+
+# The reads live below this module (``dependents`` needs them too); callers find them here as well.
+from .reads import exists as exists
+from .reads import fetch as fetch
+from .reads import fetch_many as fetch_many
 
 # Which registry holds a job, by its stored status (Job._remove_from_registries).
 _REGISTRY_BY_STATUS = {
@@ -28,27 +34,6 @@ _REGISTRY_BY_STATUS = {
     JobStatus.STOPPED: 'failed',
     JobStatus.CANCELED: 'canceled',
 }
-
-
-async def exists(conn: Redis, job_id: str) -> bool:
-    return bool(await conn.exists(keys.job(job_id)))
-
-
-async def fetch(conn: Redis, job_id: str, serializer: Any = None) -> RQJob:
-    """``Job.fetch``: accepts ``<id>:<exec>``; ``NoSuchJobError`` when the hash is missing."""
-    job_id = parse_job_id(job_id)
-    return restore_job(job_id, await conn.hgetall(keys.job(job_id)), serializer)
-
-
-async def fetch_many(conn: Redis, job_ids: Sequence[str], serializer: Any = None) -> list[RQJob | None]:
-    ids = [parse_job_id(j) for j in job_ids]
-    if not ids:
-        return []
-    async with conn.pipeline(transaction=True) as pipe:
-        for job_id in ids:
-            pipe.hgetall(keys.job(job_id))
-        raws = await pipe.execute()
-    return [restore_job(i, raw, serializer) if raw else None for i, raw in zip(ids, raws)]
 
 
 async def descriptions(conn: Redis, job_ids: Sequence[str]) -> list[str | None]:
@@ -221,12 +206,22 @@ async def get_executions(conn: Redis, job_id: str, start: int = 0, end: int = -1
 
 
 def buffer_delete_execution(pipe: Pipe, job: RQJob, execution: Execution) -> None:
-    """``Execution.delete``: hash, started-registry member, per-job index, worker index."""
-    pipe.delete(keys.execution(job.id, execution.id))
-    pipe.zrem(keys.registry('started', job.origin), execution.composite_key)
-    pipe.zrem(keys.executions(job.id), execution.id)
-    if execution.worker_name:
-        pipe.srem(keys.worker_executions(execution.worker_name), execution.composite_key)
+    """``Execution.delete`` of one of ``job``'s executions."""
+    buffer_execution_records_delete(pipe, job.id, execution.id, job.origin, execution.worker_name or None)
+
+
+def buffer_execution_records_delete(
+    sink: Sink, job_id: str, execution_id: str, queue_name: str, worker_name: str | None
+) -> None:
+    """An execution's records gone (``Execution.delete``): its hash, its started-registry member,
+    its entry in the job's executions index and in its worker's (when the worker is known).
+    Every end of an execution (finished, failed, superseded, unreadable, deleted) uses this."""
+    member = f'{job_id}:{execution_id}'
+    sink.delete(keys.execution(job_id, execution_id))
+    sink.zrem(keys.registry('started', queue_name), member)
+    sink.zrem(keys.executions(job_id), execution_id)
+    if worker_name:
+        sink.srem(keys.worker_executions(worker_name), member)
 
 
 async def buffer_remove_from_registries(conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool = True) -> None:
@@ -251,7 +246,6 @@ async def cancel(
     remove_from_dependencies: bool = False,
 ) -> dict[str, list[str]]:
     """4.15 ``Job.cancel``; returns ``{queue: [dependents moved to ready]}``."""
-    from . import dependents  # dependents reads jobs through this module: imported late
 
     if await get_status(conn, job.id) == JobStatus.CANCELED:
         raise InvalidJobOperation(f'Cannot cancel already canceled job: {job.id}')
@@ -355,7 +349,7 @@ async def delete_dependents(conn: Redis, job_id: str, serializer: Any = None) ->
 
 
 async def requeue(
-    conn: Redis, job: RQJob, registry_key: str, *, at_front: bool = False, default_timeout: int = 180
+    conn: Redis, job: RQJob, registry_key: str, *, at_front: bool = False, default_timeout: int = DEFAULT_JOB_TIMEOUT
 ) -> RQJob:
     """4.16 ``FailedJobRegistry.requeue`` (any registry of bare ids)."""
     if not await conn.zrem(registry_key, job.id):

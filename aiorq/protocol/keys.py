@@ -182,3 +182,13 @@ def cron_scheduler(name: str) -> str:
 
 def cron_job_history(name: str) -> str:
     return get_cron_job_history_key(name)
+
+
+# aiorq's own keys, under rq's prefix (an ACL confined to it allows them) in an ``aiorq:`` part
+# that stock rq neither reads nor writes: finished and failed jobs per queue per minute, written
+# by aiorq workers for the dashboard's chart (protocol/stats.py).
+THROUGHPUT_PREFIX = f'{PREFIX}:aiorq:throughput:'
+
+
+def throughput(minute: int) -> str:
+    return f'{THROUGHPUT_PREFIX}{minute}'

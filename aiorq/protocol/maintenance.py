@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from rq.utils import as_text
 
 from . import groups, keys
+from .defaults import STUCK_AFTER
 from .registries import AbandonedHook, clean_registries
 
 StuckHandler = Callable[[str, str], Awaitable[None]]
@@ -37,7 +38,7 @@ async def clean_worker_registry(conn: Redis, queue_name: str) -> None:
 
 
 async def clean_intermediate(conn: Redis, queue_name: str, on_stuck: StuckHandler) -> None:
-    """Ids left in the intermediate list without an execution fail on the second sighting ≥ 60 s apart."""
+    """Ids left in the intermediate list without an execution fail on the second sighting ≥ ``STUCK_AFTER`` s apart."""
     ids = [as_text(i) for i in cast(list[bytes], await conn.lrange(keys.intermediate(queue_name), 0, -1))]
     if not ids:
         return
@@ -58,7 +59,7 @@ async def clean_intermediate(conn: Redis, queue_name: str, on_stuck: StuckHandle
         if await conn.set(first_seen_key, time.time(), nx=True, ex=86400):
             continue
         first_seen = await conn.get(first_seen_key)
-        if first_seen and time.time() - float(first_seen) > 60:
+        if first_seen and time.time() - float(first_seen) > STUCK_AFTER:
             await on_stuck(queue_name, job_id)
             await conn.lrem(keys.intermediate(queue_name), 1, job_id)
 

@@ -16,6 +16,7 @@ from rq.utils import current_timestamp
 
 from . import keys
 from .codec import NOIO, save
+from .defaults import job_timeout
 from .enqueue import Sink, buffer_cleanup, buffer_enqueue, buffer_schedule_in
 from .jobs import _buffer_delete
 
@@ -172,4 +173,4 @@ async def buffer_retry_after(conn: Redis, sink: Sink, job: RQJob, interval: int)
         # superseded outcome could make alone.
         buffer_schedule_in(sink, job, interval)
     else:
-        buffer_enqueue(sink, job, job.origin, int(job.timeout or 180), job.enqueue_at_front_on_retry)
+        buffer_enqueue(sink, job, job.origin, int(job_timeout(job.timeout)), job.enqueue_at_front_on_retry)

@@ -165,19 +165,7 @@ async def move_due(
                 # Canceled or moved by someone between the read and the WATCH: not ours to move.
                 scores = await pipe.zmscore(registry, ids)
                 ids = [i for i, s in zip(ids, scores) if s is not None]
-                raws = await _hashes(conn, ids)
-                plain: list[RQJob] = []
-                limited: list[RQJob] = []
-                for job_id, raw in zip(ids, raws):
-                    if not raw:
-                        moved.missing.append(job_id)
-                        continue
-                    try:
-                        job = restore_job(job_id, raw, serializer)
-                    except Exception as e:  # an unknown status, a malformed field
-                        moved.unreadable.append((job_id, e))
-                        continue
-                    (limited if job.has_rate_limit else plain).append(job)
+                plain, limited = _restore_due(ids, await _hashes(conn, ids), serializer, moved)
                 if plain or moved.missing:
                     pipe.multi()
                     for job in plain:
@@ -196,6 +184,25 @@ async def move_due(
         return moved
     logger.warning('Scheduler %s: %s kept changing under the move; retrying on the next pass', name, queue_name)
     return moved
+
+
+def _restore_due(
+    ids: list[str], raws: list[dict[bytes, bytes]], serializer: Any, moved: Moved
+) -> tuple[list[RQJob], list[RQJob]]:
+    """The due jobs as (plain, rate-limited); vanished and unreadable ids are noted in ``moved``."""
+    plain: list[RQJob] = []
+    limited: list[RQJob] = []
+    for job_id, raw in zip(ids, raws):
+        if not raw:
+            moved.missing.append(job_id)
+            continue
+        try:
+            job = restore_job(job_id, raw, serializer)
+        except Exception as e:  # an unknown status, a malformed field
+            moved.unreadable.append((job_id, e))
+            continue
+        (limited if job.has_rate_limit else plain).append(job)
+    return plain, limited
 
 
 async def _hashes(conn: Redis, ids: list[str]) -> list[dict[bytes, bytes]]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -17,9 +18,7 @@ from rq.utils import as_text, current_timestamp, decode_redis_hash, now, utcform
 
 from . import keys, scripts
 from .codec import NOIO
-
-if TYPE_CHECKING:
-    from .dequeue import Execution
+from .defaults import DEATH_TTL, EXECUTIONS_SLACK, HEARTBEAT_SLACK, job_timeout
 
 logger = logging.getLogger('aiorq.protocol')
 
@@ -154,8 +153,22 @@ async def is_suspended(conn: Redis) -> bool:
 def heartbeat_ttl(timeout: Any, interval: int, working_time: float = 0.0) -> int:
     """``Worker.get_heartbeat_ttl``."""
     if timeout and timeout > 0:
-        return int(min(timeout - working_time, interval)) + 60
-    return interval + 60
+        return int(min(timeout - working_time, interval)) + HEARTBEAT_SLACK
+    return interval + HEARTBEAT_SLACK
+
+
+class Beat(NamedTuple):
+    """What a heartbeat needs of one execution in flight (§4.8)."""
+
+    job_id: str
+    execution_id: str
+    queue: str
+    started_at: datetime | None
+    timeout: int | float | None  # the job's own (None: the default)
+
+    @property
+    def member(self) -> str:
+        return f'{self.job_id}:{self.execution_id}'
 
 
 # -- registration ------------------------------------------------------------------------
@@ -209,7 +222,7 @@ async def register_death(conn: Redis, name: str, queue_names: list[str]) -> None
         for q in queue_names:
             pipe.srem(keys.workers_by_queue(q), key)
         pipe.hset(key, 'death', utcformat(now()))
-        pipe.expire(key, 60)
+        pipe.expire(key, DEATH_TTL)
         pipe.delete(keys.worker_executions(name))
         await pipe.execute()
 
@@ -259,30 +272,26 @@ async def heartbeat_and_check_suspended(conn: Redis, name: str, ttl: int) -> boo
         return bool((await pipe.execute())[-1])
 
 
-# -- dequeue and start ---------------------------------------------------------------------
-
-
-
-def heartbeat_commands(pipe: Any, worker_name: str, executions: list[Execution], interval: int) -> None:
+def heartbeat_commands(pipe: Any, worker_name: str, executions: Sequence[Beat], interval: int) -> None:
     """§4.8 for each execution: six commands, the job's ``HSET`` last (the caller adds the
     worker's own heartbeat)."""
     stamp = now()
     nowi = current_timestamp()
     for ex in executions:
         working = (stamp - ex.started_at).total_seconds() if ex.started_at else 0.0
-        ttl = heartbeat_ttl(ex.job.timeout or 180, interval, working)
-        pipe.hset(keys.execution(ex.job.id, ex.id), 'last_heartbeat', stamp.timestamp())
-        pipe.expire(keys.execution(ex.job.id, ex.id), ttl)
+        ttl = heartbeat_ttl(job_timeout(ex.timeout), interval, working)
+        pipe.hset(keys.execution(ex.job_id, ex.execution_id), 'last_heartbeat', stamp.timestamp())
+        pipe.expire(keys.execution(ex.job_id, ex.execution_id), ttl)
         pipe.zadd(keys.registry('started', ex.queue), {ex.member: nowi + ttl}, xx=True)
-        pipe.zadd(keys.executions(ex.job.id), {ex.id: nowi + ttl + 60}, xx=True)
-        pipe.expire(keys.executions(ex.job.id), ttl + 60)
-        pipe.hset(keys.job(ex.job.id), 'last_heartbeat', utcformat(stamp))
+        pipe.zadd(keys.executions(ex.job_id), {ex.execution_id: nowi + ttl + EXECUTIONS_SLACK}, xx=True)
+        pipe.expire(keys.executions(ex.job_id), ttl + EXECUTIONS_SLACK)
+        pipe.hset(keys.job(ex.job_id), 'last_heartbeat', utcformat(stamp))
 
 
 def heartbeat_sync(
     conn: Any,
     worker_name: str,
-    executions: list[Execution],
+    executions: Sequence[Beat],
     *,
     interval: int,
     idle_ttl: int,
@@ -296,7 +305,7 @@ def heartbeat_sync(
     means the hash had expired or been deleted: a job's is removed again, the worker's rebuilt
     and put back in the worker sets (Redis lost its data, or the record expired during an
     outage and maintenance dropped it). Returns whether the worker was registered again."""
-    ttl = interval + 60 if executions else idle_ttl
+    ttl = interval + HEARTBEAT_SLACK if executions else idle_ttl
     with conn.pipeline(transaction=True) as pipe:
         buffer_worker_heartbeat(pipe, worker_name, ttl)
         buffer_state(pipe, worker_name, state)
@@ -312,7 +321,7 @@ def heartbeat_sync(
         return False
     with conn.pipeline(transaction=True) as pipe:
         for ex in recreated_jobs:
-            pipe.delete(keys.job(ex.job.id))
+            pipe.delete(keys.job(ex.job_id))
         if gone:
             key = keys.worker(worker_name)
             pipe.hset(key, mapping=cast(dict[Any, Any], base_fields()))

@@ -20,7 +20,7 @@ from aiorq_worker import Worker
 WORKER = 'claimer'
 
 
-async def claim(conn: Redis, exec_ids: list[str], want: int, waiting: bool = False) -> list[dequeue.Execution]:
+async def claim(conn: Redis, exec_ids: list[str], want: int, waiting: bool = False) -> list[dequeue.Claimed]:
     """Claim; ``waiting``: whether a job enqueued after the claim's clock reading is left."""
     executions, broken, _, left = await dequeue.claim_executions(
         conn, WORKER, ['q'], exec_ids, want=want, interval=30, single=True

@@ -22,10 +22,10 @@ from aiorq.protocol import dequeue, finish, keys
 from aiorq.protocol.batch import Batch, Combiner, SectionError, run_batches
 
 WORKER = 'w1'
-Finish = Callable[[Redis, dequeue.Execution], Awaitable[bool]]
+Finish = Callable[[Redis, dequeue.Claimed], Awaitable[bool]]
 
 
-async def started(conn: Redis, **options: Any) -> dequeue.Execution:
+async def started(conn: Redis, **options: Any) -> dequeue.Claimed:
     """Enqueue one job with ``options`` and start it as the worker does (one execution)."""
     q = aiorq.Queue('q', connection=conn)
     func = options.pop('func', tasks.add)
@@ -39,20 +39,20 @@ async def started(conn: Redis, **options: Any) -> dequeue.Execution:
     return ex
 
 
-async def success(conn: Redis, ex: dequeue.Execution) -> bool:
+async def success(conn: Redis, ex: dequeue.Claimed) -> bool:
     return await finish.finish_success(conn, WORKER, ex, 3, 500)
 
 
-async def failure(conn: Redis, ex: dequeue.Execution) -> bool:
+async def failure(conn: Redis, ex: dequeue.Claimed) -> bool:
     return await finish.finish_failure(conn, WORKER, ex.job, ex, 'Traceback: boom')
 
 
-async def stop(conn: Redis, ex: dequeue.Execution) -> bool:
+async def stop(conn: Redis, ex: dequeue.Claimed) -> bool:
     ex.job.ended_at = None
     return await finish.finish_failure(conn, WORKER, ex.job, ex, 'stopped', stopped=True)
 
 
-async def returned_retry(conn: Redis, ex: dequeue.Execution) -> bool:
+async def returned_retry(conn: Redis, ex: dequeue.Claimed) -> bool:
     committed, _ = await finish.finish_returned_retry(conn, WORKER, ex, rq.Retry(max=2, interval=5))
     return committed
 

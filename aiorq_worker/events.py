@@ -1,0 +1,189 @@
+"""Job events, and the listeners that turn them into logs, counts, metrics and spans.
+
+The runner, admission, maintenance and the loop watchdog report what happens through one
+:class:`Events` value; they neither log outcomes nor know of metrics or tracing. ``worker.py``
+registers the listeners. A listener implements any of :class:`Listener`'s methods; one that
+raises is logged and does not disturb the job or the other listeners.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from enum import Enum
+from typing import Any, Protocol
+
+from rq.job import Job as RQJob
+
+from aiorq import tracing
+
+from .execution import Execution
+
+logger = logging.getLogger('aiorq.worker')
+
+
+class Ending(Enum):
+    """How an execution ended: the log line, the outcome kind (metrics, spans), whether it failed."""
+
+    OK = ('Job OK', 'finished', False)
+    RETURNED_RETRY = ('Job returned Retry', 'retried', False)
+    RETRYING = ('Job failed, retrying', 'retried', True)
+    FAILED = ('Job failed', 'failed', True)
+    STOPPED = ('Job stopped', 'stopped', True)
+    CANCELLED = ('Job cancelled by cold shutdown', 'cancelled', True)
+
+    @property
+    def line(self) -> str:
+        return str(self.value[0])
+
+    @property
+    def kind(self) -> str:
+        return str(self.value[1])
+
+    @property
+    def error(self) -> bool:
+        return bool(self.value[2])
+
+
+class Listener:
+    """What a listener may hear; each method does nothing unless overridden.
+
+    ``job_started``, ``job_raised``, ``job_ended`` and ``job_left`` run in the execution's own task
+    (its context: a span made current there is the job's); ``job_left`` comes last, always.
+    """
+
+    def job_started(self, ex: Execution) -> None:
+        """An execution begins (before the job's function is called)."""
+
+    def job_raised(self, ex: Execution, exc_info: Any) -> None:
+        """The job (or its callback) raised ``exc_info``; its failure is about to be recorded."""
+
+    def job_ended(self, ex: Execution, ending: Ending) -> None:
+        """The execution's outcome (recorded, or left for recovery at a cold shutdown)."""
+
+    def job_left(self, ex: Execution) -> None:
+        """The execution's task is done with it, whatever happened (even an unexpected cancel)."""
+
+    def job_abandoned(self, job: RQJob) -> None:
+        """Maintenance found ``job`` abandoned (its worker died) and recovers it."""
+
+    def loop_blocked(self, seconds: float, ex: Execution | None) -> None:
+        """The event loop was held ``seconds`` (by ``ex``, when the watchdog could tell)."""
+
+    def reconnected(self) -> None:
+        """Admission reached Redis again after losing it."""
+
+
+class Events(Listener):
+    """Hands each event to every registered listener, in order."""
+
+    def __init__(self, *listeners: Listener) -> None:
+        self.listeners = list(listeners)
+
+    def add(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def _each(self, event: str, *args: Any) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, event)(*args)
+            except Exception:
+                logger.exception('Listener %r failed on %s', listener, event)
+
+    def job_started(self, ex: Execution) -> None:
+        self._each('job_started', ex)
+
+    def job_raised(self, ex: Execution, exc_info: Any) -> None:
+        self._each('job_raised', ex, exc_info)
+
+    def job_ended(self, ex: Execution, ending: Ending) -> None:
+        self._each('job_ended', ex, ending)
+
+    def job_left(self, ex: Execution) -> None:
+        self._each('job_left', ex)
+
+    def job_abandoned(self, job: RQJob) -> None:
+        self._each('job_abandoned', job)
+
+    def loop_blocked(self, seconds: float, ex: Execution | None) -> None:
+        self._each('loop_blocked', seconds, ex)
+
+    def reconnected(self) -> None:
+        self._each('reconnected')
+
+
+class LogListener(Listener):
+    """The worker's log lines for each job (rq's, with the queue first)."""
+
+    def __init__(self, worker_name: str, describe: bool = True) -> None:
+        self.worker_name = worker_name
+        self.describe = describe  # log the job's description (``--disable-job-desc-logging``)
+
+    def job_started(self, ex: Execution) -> None:
+        if self.describe:
+            logger.info('%s: %s (%s)', ex.queue, ex.job.description, ex.job.id)
+        else:
+            logger.info('%s: %s', ex.queue, ex.job.id)
+
+    def job_ended(self, ex: Execution, ending: Ending) -> None:
+        (logger.warning if ending.error else logger.info)('%s: %s (%s)', ex.queue, ending.line, ex.job.id)
+
+    def reconnected(self) -> None:
+        logger.info('Worker %s: Redis reachable again', self.worker_name)
+
+
+class JobCounts(Listener):
+    """Jobs this worker ended, successful and failed (``Worker.successful_job_count``...)."""
+
+    def __init__(self) -> None:
+        self.successful = 0
+        self.failed = 0
+
+    def job_ended(self, ex: Execution, ending: Ending) -> None:
+        if ending.error:
+            self.failed += 1
+        else:
+            self.successful += 1
+
+
+class TracingListener(Listener):
+    """A consumer span per execution (continuing the enqueuing trace), its outcome and error."""
+
+    def __init__(self) -> None:
+        self._spans: dict[str, contextlib.ExitStack] = {}
+
+    def job_started(self, ex: Execution) -> None:
+        stack = contextlib.ExitStack()
+        stack.enter_context(tracing.execution_span(ex.job, ex.queue))
+        self._spans[ex.id] = stack
+
+    def job_raised(self, ex: Execution, exc_info: Any) -> None:
+        tracing.record_exception(exc_info)  # on the execution's span: current in its task
+
+    def job_ended(self, ex: Execution, ending: Ending) -> None:
+        tracing.set_outcome(ending.kind)
+
+    def job_left(self, ex: Execution) -> None:
+        stack = self._spans.pop(ex.id, None)
+        if stack is not None:
+            stack.close()
+
+
+class Counter(Protocol):
+    def job_ended(self, queue_name: str, kind: str) -> None: ...
+
+
+class ThroughputListener(Listener):
+    """Jobs that ended for good, per queue, for the dashboard's throughput chart
+    (``aiorq_worker.throughput.ThroughputRecorder``): finished, or failed (stopped and cancelled
+    ones included, as rq records them); a job left to a retry has not ended yet."""
+
+    KINDS = {'finished': 'finished', 'failed': 'failed', 'stopped': 'failed', 'cancelled': 'failed'}
+
+    def __init__(self, recorder: Counter) -> None:
+        self.recorder = recorder
+
+    def job_ended(self, ex: Execution, ending: Ending) -> None:
+        kind = self.KINDS.get(ending.kind)
+        if kind is not None:
+            self.recorder.job_ended(ex.queue, kind)
