@@ -378,14 +378,15 @@ local cap, results_cap, scan = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(AR
 local data = redis.call('HGETALL', KEYS[1])
 if #data == 0 then return false end
 local job_id = string.sub(KEYS[1], #job_prefix + 1)
-local hash, origin, dep_json = {}, nil, nil
+local hash, origin, dep_json, status = {}, nil, nil, nil
 for i = 1, #data, 2 do
     local f = data[i]
     if f ~= 'data' then
         hash[#hash + 1] = f
         hash[#hash + 1] = data[i + 1]
     end
-    if f == 'origin' then origin = data[i + 1] elseif f == 'dependency_ids' then dep_json = data[i + 1] end
+    if f == 'origin' then origin = data[i + 1] elseif f == 'dependency_ids' then dep_json = data[i + 1]
+    elseif f == 'status' then status = data[i + 1] end
 end
 local function statuses(ids)
     local rows = {}
@@ -420,7 +421,8 @@ for i = 1, #ex, 2 do
     executions[#executions + 1] = {ex[i], ex[i + 1], redis.call('HGETALL', exec_prefix .. member), started}
 end
 local position = false
-if origin and origin ~= '' then
+-- Only a queued job has a position: a finished or failed one would cost a scan of the whole queue.
+if origin and origin ~= '' and status == 'queued' then
     position = redis.pcall('LPOS', queue_prefix .. origin, job_id, 'MAXLEN', scan)
     if type(position) == 'table' then position = false end
 end

@@ -52,6 +52,8 @@ async def test_commands_per_page_bounded_by_page_size(conn: Redis, sync_conn: re
         assert big <= PAGE + 15 and tiny <= 5 + 15, (big, tiny)
         job, t_job = await count(c, sync_conn, '/jobs/big-000123')
         assert job <= 40, job
+        # Only a queued job has a position: a failed one costs no scan of its queue (LPOS).
+        assert 'cmdstat_lpos' not in sync_conn.info('commandstats')
         overview, t_overview = await count(c, sync_conn, '/')
         live, _ = await count(c, sync_conn, '/api/live')
         # Per queue: its list and seven registries; then the workers (none here), the history.
