@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
+from typing import Any
 
 import rq.job
 from redis.asyncio import Redis
@@ -21,11 +22,31 @@ from . import protocol as p
 from .connections import async_connection, current_connection_or_none, push_connection
 from .job import Job
 
-_current_job: ContextVar[Job | None] = ContextVar('aiorq_current_job', default=None)
+
+class Deferred:
+    """A current job built the first time it is asked for (the worker's jobs mostly never ask):
+    ``build`` is called at most once per instance and its value kept. The worker also sets
+    these in rq's own current-job variable (``aiorq_worker.executor``)."""
+
+    __slots__ = ('build', 'value')
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build: Callable[[], Any] | None = build
+        self.value: Any = None
+
+    def __call__(self) -> Any:
+        build = self.build
+        if build is not None:
+            self.value = build()
+            self.build = None
+        return self.value
 
 
-def set_current_job(job: Job | None) -> None:
-    """Used by the worker inside each job's own task."""
+_current_job: ContextVar[Job | Deferred | None] = ContextVar('aiorq_current_job', default=None)
+
+
+def set_current_job(job: Job | Deferred | None) -> None:
+    """Used by the worker inside each job's own task (a :class:`Deferred` job is built when read)."""
     _current_job.set(job)
 
 
@@ -37,6 +58,8 @@ def get_current_job(connection: Redis | None = None, job_class: type[Job] | None
     if job_class:
         warnings.warn('job_class argument for get_current_job is deprecated.', DeprecationWarning, 2)
     job = _current_job.get()
+    if isinstance(job, Deferred):
+        return job()
     if job is not None:
         return job
     stock = rq.job.get_current_job()

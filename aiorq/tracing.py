@@ -16,7 +16,7 @@ import contextlib
 import functools
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import rq.worker
@@ -135,12 +135,15 @@ def traced_enqueue(method: F) -> F:
 
 
 @contextlib.contextmanager
-def execution_span(job: RQJob, queue: str) -> Iterator[None]:
-    """A consumer span around one execution, child of the span that enqueued the job (if any)."""
+def execution_span(job: RQJob | Callable[[], RQJob], queue: str) -> Iterator[None]:
+    """A consumer span around one execution, child of the span that enqueued the job (if any).
+    ``job`` may be a callable that builds it: called only when a tracer is configured."""
     tracer = _tracer() if ENABLED else None
     if tracer is None:
         yield
         return
+    if not isinstance(job, RQJob):
+        job = job()
     carrier = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
     parent = propagate.extract(carrier) if isinstance(carrier, dict) else None
     with tracer.start_as_current_span(

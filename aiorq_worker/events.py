@@ -121,12 +121,12 @@ class LogListener(Listener):
 
     def job_started(self, ex: Execution) -> None:
         if self.describe:
-            logger.info('%s: %s (%s)', ex.queue, ex.job.description, ex.job.id)
+            logger.info('%s: %s (%s)', ex.queue, ex.description, ex.job_id)
         else:
-            logger.info('%s: %s', ex.queue, ex.job.id)
+            logger.info('%s: %s', ex.queue, ex.job_id)
 
     def job_ended(self, ex: Execution, ending: Ending) -> None:
-        (logger.warning if ending.error else logger.info)('%s: %s (%s)', ex.queue, ending.line, ex.job.id)
+        (logger.warning if ending.error else logger.info)('%s: %s (%s)', ex.queue, ending.line, ex.job_id)
 
     def reconnected(self) -> None:
         logger.info('Worker %s: Redis reachable again', self.worker_name)
@@ -154,7 +154,7 @@ class TracingListener(Listener):
 
     def job_started(self, ex: Execution) -> None:
         stack = contextlib.ExitStack()
-        stack.enter_context(tracing.execution_span(ex.job, ex.queue))
+        stack.enter_context(tracing.execution_span(lambda: ex.job, ex.queue))
         self._spans[ex.id] = stack
 
     def job_raised(self, ex: Execution, exc_info: Any) -> None:

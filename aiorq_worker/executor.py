@@ -22,8 +22,7 @@ from rq.timeouts import JobTimeoutException
 
 import aiorq
 from aiorq import connections as aiorq_connections
-from aiorq.current import set_current_job
-from aiorq.protocol import codec
+from aiorq.current import Deferred, set_current_job
 from aiorq.protocol.defaults import job_timeout
 
 from .execution import Execution
@@ -32,12 +31,36 @@ from .state import _current_worker
 from .watchdog import Running, RunningFrames, timeout_message
 
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+Current = Execution | rq.job.Job  # what a call makes current: an execution, or rq's job (maintenance)
 
 
-def timeout_of(job: rq.job.Job) -> float | None:
-    """The job's time limit in seconds (None: it has none)."""
-    timeout = job_timeout(job.timeout)
-    return None if timeout == -1 else float(timeout)
+class _RQCurrentJob:
+    """rq's current-job variable (``rq.job._current_job``, which ``rq.get_current_job()`` reads),
+    reading through a :class:`Deferred`: the worker sets one per execution, and rq's job is
+    built only when a job asks for it. rq's own ``Job.perform`` sets and reads real jobs."""
+
+    def __init__(self, var: contextvars.ContextVar[Any]) -> None:
+        self.var = var
+
+    def get(self, *default: Any) -> Any:
+        value = self.var.get(*default)
+        return value() if isinstance(value, Deferred) else value
+
+    def set(self, value: Any) -> contextvars.Token[Any]:
+        return self.var.set(value)
+
+    def reset(self, token: contextvars.Token[Any]) -> None:
+        self.var.reset(token)
+
+
+if not isinstance(rq.job._current_job, _RQCurrentJob):
+    rq.job._current_job = _RQCurrentJob(rq.job._current_job)  # type: ignore[assignment]
+
+
+def timeout_of(timeout: Any) -> float | None:
+    """A job's time limit in seconds from its ``timeout`` field (None: it has none)."""
+    limit = job_timeout(timeout)
+    return None if limit == -1 else float(limit)
 
 
 def timed_out(limit: float) -> ExcInfo:
@@ -93,7 +116,7 @@ class Attempt:
 
     def past_limit(self) -> float | None:
         """The job's time limit when this attempt has run at least that long, else None."""
-        limit = timeout_of(self.ex.job)
+        limit = timeout_of(self.ex.timeout)
         if self.running is None or limit is None or time.monotonic() - self.running.started < limit:
             return None
         return limit
@@ -133,19 +156,34 @@ class Executor:
     def async_job(self, job: rq.job.Job) -> aiorq.Job:
         return self.job_class._wrap(job, self.connection)
 
-    def make_current(self, job: rq.job.Job) -> None:
-        """Make the job current for ``rq.get_current_job()`` and ``aiorq.get_current_job()``, and
-        the worker's client the current connection, in the running context."""
-        rq.job._current_job.set(self.sync_job(job))
-        set_current_job(self.async_job(job))
+    def currents(self, target: Current) -> tuple[Deferred, Deferred]:
+        """What ``rq.get_current_job()`` and ``aiorq.get_current_job()`` return for ``target``,
+        each built when first read; an execution's are made once and kept on it."""
+        if not isinstance(target, Execution):
+            return Deferred(lambda: self.sync_job(target)), Deferred(lambda: self.async_job(target))
+        pair: tuple[Deferred, Deferred] | None = target.current.get('pair')
+        if pair is None:
+            pair = target.current['pair'] = (
+                Deferred(lambda: self.sync_job(target.job)),
+                Deferred(lambda: self.async_job(target.job)),
+            )
+        return pair
+
+    def make_current(self, target: Current) -> None:
+        """Make the job current for ``rq.get_current_job()`` and ``aiorq.get_current_job()`` (rq's
+        job is built only if one of them is called), and the worker's client the current
+        connection, in the running context."""
+        rq_current, aiorq_current = self.currents(target)
+        rq.job._current_job.set(rq_current)  # type: ignore[arg-type]  # read through _RQCurrentJob
+        set_current_job(aiorq_current)
         aiorq_connections.push_connection(self.connection)
         _current_worker.set(self.worker)
 
-    def in_context(self, ctx: contextvars.Context, job: rq.job.Job, fn: Callable[[], Any]) -> Any:
+    def in_context(self, ctx: contextvars.Context, target: Current, fn: Callable[[], Any]) -> Any:
         """Call ``fn`` in ``ctx`` (a copy of the caller's context) with the job made current."""
 
         def run() -> Any:
-            self.make_current(job)
+            self.make_current(target)
             return fn()
 
         return ctx.run(run)
@@ -153,21 +191,21 @@ class Executor:
     # -- where a call runs ---------------------------------------------------------------------
 
     async def in_thread(
-        self, job: rq.job.Job, fn: Callable[[], Any], timeout: float | None, attempt: Attempt | None = None
+        self, target: Current, fn: Callable[[], Any], timeout: float | None, attempt: Attempt | None = None
     ) -> Any:
         """Run a blocking call in the pool; a timeout abandons the thread (it cannot be killed).
         The thread's future goes into ``attempt``, so the caller knows whether it still runs."""
         loop = asyncio.get_running_loop()
         # run_in_executor alone does not carry the context into the thread: copy it here.
-        future = loop.run_in_executor(self.pool, self.in_context, contextvars.copy_context(), job, fn)
+        future = loop.run_in_executor(self.pool, self.in_context, contextvars.copy_context(), target, fn)
         if attempt is not None:
             attempt.thread = future
         return await asyncio.wait_for(asyncio.shield(future), timeout)
 
-    async def in_task(self, job: rq.job.Job, make: Callable[[], Any], timeout: float | None) -> Any:
+    async def in_task(self, target: Current, make: Callable[[], Any], timeout: float | None) -> Any:
         """Await a coroutine in this execution's own task: a task copies the context when it is
         created, so what is made current here is invisible to the other executions."""
-        self.make_current(job)
+        self.make_current(target)
         coro = make()
         if timeout is None:
             return await coro
@@ -177,27 +215,26 @@ class Executor:
     async def perform(self, attempt: Attempt) -> tuple[Any, ExcInfo | None]:
         """Call the job's function; returns its value, and the timeout it gets for holding the
         loop past its limit before it returned (None otherwise). Raises what the job raises."""
-        job = attempt.ex.job
-        codec.load_data(job)
-        func = job.func
-        timeout = timeout_of(job)
-        args, kwargs = job.args, job.kwargs
+        ex = attempt.ex
+        call = ex.call()
+        func = call.func
+        timeout = timeout_of(ex.timeout)
+        args, kwargs = call.args, call.kwargs
         # The watchdog finds this frame on the loop's stack when the job holds the loop.
-        attempt.running = running = Running(attempt.ex, sys._getframe(), time.monotonic(), timeout)
+        attempt.running = running = Running(ex, sys._getframe(), time.monotonic(), timeout)
         self.frames.add(running)
         if inspect.iscoroutinefunction(func):
-            value = await self.in_task(job, lambda: func(*args, **kwargs), timeout)
+            value = await self.in_task(ex, lambda: func(*args, **kwargs), timeout)
             if timeout is not None and time.monotonic() - running.started > timeout:
                 return value, timed_out(timeout)  # it returned, but only after holding the loop too long
             return value, None
         if self.process_pool is not None:
-            stored = getattr(job, '_aiorq_stored', {})
-            return await self.process_pool.run(job.id, stored, job.serializer, timeout), None
-        value = await self.in_thread(job, lambda: func(*args, **kwargs), timeout, attempt)
+            return await self.process_pool.run(ex.job_id, dict(ex.record.raw), ex.serializer, timeout), None
+        value = await self.in_thread(ex, lambda: func(*args, **kwargs), timeout, attempt)
         if inspect.iscoroutine(value):
             # A plain function that returned a coroutine: await it here, as rq does.
             coro = value
-            value = await self.in_task(job, lambda: coro, timeout)
+            value = await self.in_task(ex, lambda: coro, timeout)
         return value, None
 
     def finished(self, attempt: Attempt) -> None:
@@ -205,13 +242,15 @@ class Executor:
         if attempt.running is not None:
             self.frames.remove(attempt.running)
 
-    async def callback(self, job: rq.job.Job, cb: Any, timeout: int, *args: Any) -> None:
-        """rq's callback arguments; coroutine callbacks get an ``aiorq.Job`` and the async client."""
+    async def callback(self, target: Current, cb: Any, timeout: int, *args: Any) -> None:
+        """rq's callback arguments (``target``: an execution, or rq's job); coroutine callbacks
+        get an ``aiorq.Job`` and the async client."""
         if cb is None:
             return
+        job = target.job if isinstance(target, Execution) else target
         if inspect.iscoroutinefunction(cb):
             async with deadline(timeout):
                 await cb(self.async_job(job), self.connection, *args)
         else:
             sync = self.sync_job(job)
-            await self.in_thread(job, lambda: cb(sync, self.sync_connection, *args), timeout)
+            await self.in_thread(target, lambda: cb(sync, self.sync_connection, *args), timeout)

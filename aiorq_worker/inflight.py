@@ -66,10 +66,10 @@ class InFlight:
         with self._lock:
             self._executions[ex.id] = ex
             self._tasks[ex.id] = task
-        if ex.id in self.early_stops or ex.job.id in self.early_stops:
+        if ex.id in self.early_stops or ex.job_id in self.early_stops:
             # Stopped while its claim was in flight: once the execution has begun (its first
             # step runs before this callback), as if the command had come a moment later.
-            logger.info('Job %s: stop requested while it was being started', ex.job.id)
+            logger.info('Job %s: stop requested while it was being started', ex.job_id)
             asyncio.get_running_loop().call_soon(self.stop_execution, ex.id)
 
     def done(self, ex: Execution) -> None:
@@ -125,7 +125,7 @@ class InFlight:
     def stop_job(self, job_id: str) -> bool:
         found = False
         for ex in self.executions():
-            if ex.job.id == job_id:
+            if ex.job_id == job_id:
                 found |= self.stop_execution(ex.id)
         if not found and self.claims:
             self.early_stops.add(job_id)

@@ -103,10 +103,10 @@ class WorkerMetrics(Listener):
 
     def job_started(self, ex: Execution) -> None:
         self._began[ex.id] = time.monotonic()
-        self.started.labels(ex.queue, func_name(ex.job)).inc()
+        self.started.labels(ex.queue, ex.func_name).inc()
 
     def job_ended(self, ex: Execution, ending: Ending) -> None:
-        labels = (ex.queue, func_name(ex.job))
+        labels = (ex.queue, ex.func_name)
         began = self._began.pop(ex.id, None)
         if began is not None:
             self.duration.labels(*labels).observe(time.monotonic() - began)
@@ -122,7 +122,7 @@ class WorkerMetrics(Listener):
 
     def loop_blocked(self, seconds: float, ex: Execution | None) -> None:
         """A block of the event loop, by the execution that held it (empty labels: none known)."""
-        labels = (ex.queue, func_name(ex.job)) if ex is not None else ('', '')
+        labels = (ex.queue, ex.func_name) if ex is not None else ('', '')
         self.loop_blocks.labels(*labels).observe(seconds)
 
     # -- serving ----------------------------------------------------------------------------

@@ -102,21 +102,19 @@ class Runner:
         limit = attempt.past_limit()
         if limit is None:
             return exc_info  # the job raised TimeoutError itself: an ordinary failure
-        if attempt.thread is not None and attempt.thread_alive() and attempt.ex.job.should_retry:
+        if attempt.thread is not None and attempt.thread_alive() and attempt.ex.should_retry:
             # Its retry must not start while this thread still runs it.
             logger.warning(
                 'Job %s: over its time limit (%ss) in a thread that cannot be stopped; '
                 'its failure and retry are recorded when the thread returns',
-                attempt.ex.job.id,
+                attempt.ex.job_id,
                 limit,
             )
             await asyncio.wait([attempt.thread])
         return timed_out(limit)
 
     async def _outcome(self, ex: Execution, return_value: Any, exc_info: ExcInfo | None) -> None:
-        job = ex.job
-        job.ended_at = now()
-        job.last_heartbeat = job.ended_at
+        ex.ended_at = ex.last_heartbeat = now()
         if exc_info is None and isinstance(return_value, Retry):
             if await self.writer.returned_retry(ex, return_value):
                 self.events.job_ended(ex, Ending.RETURNED_RETRY)
@@ -127,52 +125,58 @@ class Runner:
 
     async def success(self, ex: Execution, return_value: Any) -> ExcInfo | None:
         """Success callback, then the success transaction; a raising callback makes it a failure."""
-        job = ex.job
-        job._status = JobStatus.FINISHED
-        try:
-            await self.executor.callback(job, job.success_callback, job.success_callback_timeout, return_value)
-        except USER_ERRORS:
-            return sys.exc_info()
+        if ex.fallback:  # a callback gets rq's job (the lean path has none to run)
+            job = ex.job
+            job._status = JobStatus.FINISHED
+            try:
+                await self.executor.callback(ex, job.success_callback, job.success_callback_timeout, return_value)
+            except USER_ERRORS:
+                return sys.exc_info()
         try:
             committed = await self.writer.success(ex, return_value)
         except (ResultTooLargeError, OutcomeRefusedError):
             # This job's result cannot be stored: the job fails, with the reason as its error.
-            job._status = JobStatus.FAILED
+            if ex.rq_job_built:
+                ex.job._status = JobStatus.FAILED
             return sys.exc_info()
         if committed:
-            await self.webhooks(job, JobStatus.FINISHED)
+            await self.webhooks(ex, JobStatus.FINISHED)
             self.events.job_ended(ex, Ending.OK)
         return None
 
     async def failure(self, ex: Execution, exc_info: ExcInfo) -> None:
-        job = ex.job
-        job._status = JobStatus.FAILED
-        try:
-            await self.executor.callback(job, job.failure_callback, job.failure_callback_timeout, *exc_info)
-        except USER_ERRORS:
-            exc_info = sys.exc_info()
+        if ex.fallback:
+            job = ex.job
+            job._status = JobStatus.FAILED
+            try:
+                await self.executor.callback(ex, job.failure_callback, job.failure_callback_timeout, *exc_info)
+            except USER_ERRORS:
+                exc_info = sys.exc_info()
         exc_info = user_frames(exc_info)  # from the job's own first frame, without the runner's
         self.events.job_raised(ex, exc_info)
-        await self.handle_exception(job, exc_info)
+        if self.settings.exception_handlers:  # they get rq's job, built for them
+            await call_exception_handlers(self.settings.exception_handlers, ex.job, exc_info)
+        self.log_exception(ex.record.origin or ex.queue, ex.job_id, exc_info)
         if isinstance(exc_info[1], ChildJobError):
             exc_string = str(exc_info[1])  # the traceback as the child process formatted it
         else:
             exc_string = format_exc_info(exc_info)
-        retrying = job.should_retry
+        retrying = ex.should_retry
         record = not self.settings.disable_default_exception_handler
         committed = await self.writer.failure(ex, exc_string, record=record)
         if committed and not retrying:
-            await self.webhooks(job, JobStatus.FAILED, exc_string=exc_string)
+            await self.webhooks(ex, JobStatus.FAILED, exc_string=exc_string)
         self.events.job_ended(ex, Ending.RETRYING if retrying else Ending.FAILED)
 
     async def finish_stopped(self, ex: Execution) -> None:
         """§4.14: stopped callback (errors swallowed), then status ``stopped``, no retry, no webhooks."""
-        job = ex.job
-        job.ended_at = None
-        try:
-            await self.executor.callback(job, job.stopped_callback, job.stopped_callback_timeout)
-        except USER_ERRORS:
-            logger.exception('Job %s: stopped callback raised', job.id)
+        ex.ended_at = None
+        if ex.fallback:
+            job = ex.job
+            try:
+                await self.executor.callback(ex, job.stopped_callback, job.stopped_callback_timeout)
+            except USER_ERRORS:
+                logger.exception('Job %s: stopped callback raised', job.id)
         await self.writer.stopped(ex)
         self.events.job_ended(ex, Ending.STOPPED)
 
@@ -184,14 +188,18 @@ class Runner:
             # Recorded now, its retry could start while this thread still runs it; once the
             # process is gone, maintenance fails it as abandoned.
             logger.warning(
-                'Job %s: still running in a thread at cold shutdown; left to be recovered as abandoned', ex.job.id
+                'Job %s: still running in a thread at cold shutdown; left to be recovered as abandoned', ex.job_id
             )
         else:
-            ex.job.ended_at = now()
+            ex.ended_at = now()
             await self.writer.abandoned(ex)
         self.events.job_ended(ex, Ending.CANCELLED)
 
-    async def webhooks(self, job: rq.job.Job, status: JobStatus, exc_string: str | None = None) -> None:
+    async def webhooks(self, ex: Execution, status: JobStatus, exc_string: str | None = None) -> None:
+        """rq's webhooks for the job's new status (a job with webhooks takes rq's path)."""
+        if not ex.fallback:
+            return
+        job = ex.job
         if any(w.job_status == status for w in job.webhooks):
             await asyncio.to_thread(job.send_webhooks, status, exc_string=exc_string)
 
@@ -199,8 +207,12 @@ class Runner:
         """rq's exception-handler chain (``aiorq.handlers``), then the worker's own log line
         unless ``disable_default_exception_handler``."""
         await call_exception_handlers(self.settings.exception_handlers, job, exc_info)
+        self.log_exception(job.origin, job.id, exc_info)
+
+    def log_exception(self, origin: str, job_id: str, exc_info: Any) -> None:
+        """The worker's own log line, unless ``disable_default_exception_handler``."""
         if not self.settings.disable_default_exception_handler:
-            logger.error('%s: job %s raised', job.origin, job.id, exc_info=exc_info)
+            logger.error('%s: job %s raised', origin, job_id, exc_info=exc_info)
 
     async def abandoned(self, job: rq.job.Job) -> None:
         """Maintenance found ``job`` abandoned: rq's policy (``aiorq.handlers.handle_abandoned``)."""

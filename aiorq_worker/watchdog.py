@@ -179,7 +179,7 @@ class LoopWatchdog(threading.Thread):
                 continue
             if ex is not None:
                 logger.warning(
-                    'Worker %s: job %s (%s) held the event loop for %.1fs', self.label, ex.job.id, ex.queue, seconds
+                    'Worker %s: job %s (%s) held the event loop for %.1fs', self.label, ex.job_id, ex.queue, seconds
                 )
             else:
                 logger.warning('Worker %s: the event loop was blocked for %.1fs', self.label, seconds)
@@ -241,7 +241,7 @@ class LoopWatchdog(threading.Thread):
         if now >= stall_at and not self.stalled:
             self.stalled = True
             held = now - self.last_tick
-            who = f'job {running.ex.job.id} ({running.ex.queue})' if running is not None else 'code outside any job'
+            who = f'job {running.ex.job_id} ({running.ex.queue})' if running is not None else 'code outside any job'
             logger.error(
                 'Worker %s: the event loop has been held for %.0fs by %s, past every time limit; '
                 'heartbeats stop so other workers recover its jobs',
@@ -259,13 +259,13 @@ class LoopWatchdog(threading.Thread):
                     'Worker %s: job %s holds the event loop past its time limit; it cannot be interrupted '
                     '(the loop does not run in the main thread)',
                     self.label,
-                    running.ex.job.id,
+                    running.ex.job_id,
                 )
             return
         logger.warning(
             'Worker %s: job %s holds the event loop past its time limit (%ss); interrupting it',
             self.label,
-            running.ex.job.id,
+            running.ex.job_id,
             running.limit,
         )
         self._target = running

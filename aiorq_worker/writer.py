@@ -75,21 +75,21 @@ class OutcomeWriter:
         """§4.10 (a retry when the job has retries left); ``record=False``: no failure records."""
         return await self.recorded(
             ex,
-            lambda _: finish.finish_failure(self.connection, self.worker_name, ex.job, ex, exc_string, record=record),
+            lambda _: finish.finish_failure(self.connection, self.worker_name, None, ex, exc_string, record=record),
         )
 
     async def stopped(self, ex: Execution) -> bool:
         """§4.14: status ``stopped``, no retry."""
         return await self.recorded(
             ex,
-            lambda _: finish.finish_failure(self.connection, self.worker_name, ex.job, ex, STOPPED_EXC, stopped=True),
+            lambda _: finish.finish_failure(self.connection, self.worker_name, None, ex, STOPPED_EXC, stopped=True),
         )
 
     async def abandoned(self, ex: Execution) -> bool:
         """A cold shutdown ended the job: recorded as rq records an abnormal horse exit."""
         exc = f'Work-horse terminated unexpectedly; cold shutdown of worker {self.worker_name}; '
         return await self.recorded(
-            ex, lambda _: finish.finish_failure(self.connection, self.worker_name, ex.job, ex, exc)
+            ex, lambda _: finish.finish_failure(self.connection, self.worker_name, None, ex, exc)
         )
 
     async def returned_retry(self, ex: Execution, retry: Retry) -> bool:
@@ -124,7 +124,7 @@ class OutcomeWriter:
         try:
             return bool(await self.durably(write))
         except OutcomeRefusedError as e:
-            logger.error('Worker %s: Redis refused the outcome of job %s (%s)', self.worker_name, ex.job.id, e)
+            logger.error('Worker %s: Redis refused the outcome of job %s (%s)', self.worker_name, ex.job_id, e)
             return False
 
     async def durably(self, write: Callable[[bool], Awaitable[Any]]) -> Any:

@@ -73,6 +73,41 @@ def stock_progress(n: int) -> int:
     return n * 2
 
 
+def current_rq_job() -> dict[str, object]:
+    """Plain stock rq code reading its own job through ``rq.get_current_job()``."""
+    import rq
+
+    return _described(rq.get_current_job())
+
+
+async def async_current_rq_job() -> dict[str, object]:
+    """A coroutine reading its own job through rq's ``get_current_job()`` (stock rq supports it)."""
+    import rq
+
+    await asyncio.sleep(0)
+    return _described(rq.get_current_job())
+
+
+async def current_job_identity() -> list[bool]:
+    """Whether each ``get_current_job()`` returns one object for the whole job."""
+    import rq
+
+    import aiorq
+
+    return [rq.get_current_job() is rq.get_current_job(), aiorq.get_current_job() is aiorq.get_current_job()]
+
+
+def _described(job: object) -> dict[str, object]:
+    return {
+        'class': f'{type(job).__module__}.{type(job).__qualname__}',
+        'id': job.id,  # type: ignore[attr-defined]
+        'meta': job.meta,  # type: ignore[attr-defined]
+        'origin': job.origin,  # type: ignore[attr-defined]
+        'func_name': job.func_name,  # type: ignore[attr-defined]
+        'args': list(job.args),  # type: ignore[attr-defined]
+    }
+
+
 def returns_retry() -> object:
     import rq
 

@@ -113,19 +113,11 @@ def parse_status(raw: bytes | str | None) -> JobStatus | None:
 
 
 def mapping(job: RQJob, include_meta: bool = True, include_result: bool = True) -> dict[Any, Any]:
-    """The ``HSET`` mapping of ``Job.save``; ``status`` becomes its bare string value.
-
-    A job the worker started carries the hash it read (``_aiorq_stored``): then only the fields
-    whose encoded value differs are returned. Writing a field with the value it already has
-    changes nothing, so the resulting hash is the one a full save leaves, for less traffic.
-    """
+    """The ``HSET`` mapping of ``Job.save``; ``status`` becomes its bare string value. (The
+    worker's usual outcomes write only the changed fields without it: ``lean``'s encoders.)"""
     obj = job.to_dict(include_meta=include_meta, include_result=include_result)
     obj['status'] = JobStatus(obj['status']).value
-    stored: dict[bytes, bytes] | None = getattr(job, '_aiorq_stored', None)
-    if stored is None:
-        return obj
-    # ``status`` always goes: the start wrote it after the hash was read, so the read is stale.
-    return {k: v for k, v in obj.items() if k == 'status' or stored.get(k.encode()) != encode(v)}
+    return obj
 
 
 def checked_mapping(job: RQJob) -> dict[Any, Any]:
@@ -138,10 +130,8 @@ def checked_mapping(job: RQJob) -> dict[Any, Any]:
 
 
 def save(sink: Any, job: RQJob, include_meta: bool = True, include_result: bool = True) -> None:
-    """``Job.save`` into a pipeline or batch (nothing to send when no field changed)."""
-    fields = mapping(job, include_meta, include_result)
-    if fields:
-        sink.hset(keys.job(job.id), mapping=fields)
+    """``Job.save`` into a pipeline or batch."""
+    sink.hset(keys.job(job.id), mapping=mapping(job, include_meta, include_result))
 
 
 def encode(value: Any) -> bytes:

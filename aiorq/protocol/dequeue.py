@@ -5,18 +5,19 @@ process; each in-flight job is one execution of it, as rq 3.0 models it (§16.3)
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from rq.job import Job as RQJob
 from rq.job import JobStatus
-from rq.utils import as_text, now, utcformat
+from rq.utils import as_text, now
 
-from . import keys, scripts, wire
-from .codec import parse_date, restore_job
+from . import keys, lean, scripts, wire
+from .codec import parse_date
 from .defaults import DEFAULT_JOB_TIMEOUT, EXECUTIONS_SLACK, HEARTBEAT_SLACK
 
 logger = logging.getLogger('aiorq.protocol')
@@ -157,39 +158,89 @@ return out
 
 class Started(Protocol):
     """What an outcome needs to know of the execution it ends (the worker's own execution
-    object, or a :class:`Claimed` record): its job, queue, id and creation time."""
+    object, or a :class:`Claimed` record): the job's record and rq's job built from it on
+    demand, its queue, the execution's id and creation time, and the times the runner stamped
+    at its end (``last_heartbeat`` None: not stamped, the stored one stays)."""
+
+    record: lean.JobRecord
+    queue: str
+    id: str
+    created_at: float
+    started_at: datetime | None
+    serializer: Any
+    ended_at: datetime | None
+    last_heartbeat: datetime | None
+
+    @property
+    def job_id(self) -> str: ...
 
     @property
     def job(self) -> RQJob: ...
 
     @property
-    def queue(self) -> str: ...
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def created_at(self) -> float: ...
-
-    @property
     def member(self) -> str: ...
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Claimed:
-    """A job a claim started: the job (its start fields set), its queue, the execution's id,
-    creation time (epoch seconds) and start time (the job's ``started_at``)."""
+    """A job a claim started: its record (the hash with the start's fields, decoded by
+    :func:`lean.decode`), its queue, the execution's id, creation time (epoch seconds) and start
+    time (the job's ``started_at``). rq's job for it (:attr:`job`) is built the first time it is
+    asked for, once (the fallback, callbacks, ``get_current_job()``), on any thread."""
 
-    job: RQJob
+    record: lean.JobRecord
     queue: str
     id: str
     created_at: float
-    started_at: datetime
+    started_at: datetime | None = None
+    serializer: Any = None
+    ended_at: datetime | None = None  # stamped by the runner when the function returned or raised
+    last_heartbeat: datetime | None = None
+    _job: RQJob | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def job_id(self) -> str:
+        return self.record.id
 
     @property
     def member(self) -> str:
         """The execution's member in the started registry and the worker's index."""
-        return f'{self.job.id}:{self.id}'
+        return f'{self.record.id}:{self.id}'
+
+    @property
+    def job(self) -> RQJob:
+        """rq's job, on the no-I/O codec connection, built from the record on first use."""
+        job = self._job
+        if job is None:
+            with self._lock:
+                job = self._job
+                if job is None:
+                    job = self._job = lean.rq_job(self.record, self.serializer)
+        return job
+
+    @property
+    def rq_job_built(self) -> bool:
+        return self._job is not None
+
+    @property
+    def fallback(self) -> bool:
+        """Whether rq's objects drive this execution (:func:`lean.needs_rq_job`)."""
+        return self.record.fallback is not None
+
+    @property
+    def description(self) -> str | None:
+        return self.job.description if self.record.irregular else self.record.description
+
+    @property
+    def timeout(self) -> int | float | None:
+        """The job's own ``timeout`` field (None: the default applies)."""
+        return self.job.timeout if self.record.irregular else self.record.timeout
+
+    @property
+    def should_retry(self) -> bool:
+        """Whether a failure becomes an exception retry (``Job.should_retry``)."""
+        return self.job.should_retry if self.record.irregular else self.record.should_retry
 
 
 async def pop(conn: Redis, queue_names: list[str], want: int, single: bool) -> list[tuple[str, str]]:
@@ -272,6 +323,7 @@ async def claim_executions(
     known = known or []
     assert len(exec_ids) == len(known) + want
     ts_dt = now()
+    ts = lean.stamp(ts_dt)
     ks = [keys.worker(worker_name), keys.worker_executions(worker_name)]
     for q in queue_names:
         ks += [keys.queue(q), keys.intermediate(q), keys.registry('started', q)]
@@ -290,13 +342,14 @@ async def claim_executions(
             logger.warning('Job %s: its execution %s ended before the worker learnt of it', job_id, exec_id)
         else:
             queue_name = queue_names[int(qi) - 1]
-            raw = dict(zip(flat[0::2], flat[1::2]))
             try:
-                job, started_at = _started_job(job_id, raw, serializer, worker_name, as_text(since), ts_dt)
+                claimed = _claimed(
+                    job_id, flat, queue_name, exec_id, float(created), since, serializer, worker_name, (ts_dt, ts)
+                )
             except Exception as e:  # an unknown status, a malformed field: the hash is unreadable
                 broken.append((queue_name, job_id, exec_id, e))
                 continue
-            started.append(Claimed(job, queue_name, exec_id, float(created), started_at))
+            started.append(claimed)
     return started, broken, served, bool(waiting)
 
 
@@ -314,7 +367,7 @@ def _claim_argv(
     exec_prefix = keys.execution('\0', '').partition('\0')[0]
     argv: list[Any] = [
         worker_name,
-        utcformat(ts_dt),  # microseconds kept: the text stands for exactly ts_dt
+        lean.stamp(ts_dt),  # microseconds kept: the text stands for exactly ts_dt
         repr(nowf),
         int(nowf),
         interval,
@@ -333,28 +386,34 @@ def _claim_argv(
     return argv
 
 
-def _started_job(
-    job_id: str, raw: dict[bytes, bytes], serializer: Any, worker_name: str, stamp: str, ts_dt: datetime
-) -> tuple[RQJob, datetime]:
-    """The job as the claim left it: its hash before the start, with the start's four fields
-    (on the object, and in the stored hash it carries for the outcome's diff)."""
-    job = restore_job(job_id, raw, serializer)
-    stored = dict(raw)
-    stored.update(
-        {
-            b'last_heartbeat': stamp.encode(),
-            b'status': b'started',
-            b'started_at': stamp.encode(),
-            b'worker_name': worker_name.encode(),
-        }
-    )
-    job._aiorq_stored = stored  # type: ignore[attr-defined]
-    started_at = ts_dt if stamp == utcformat(ts_dt) else parse_date(stamp)  # a replay keeps its own
-    job.worker_name = worker_name
-    job.last_heartbeat = started_at
-    job.started_at = started_at
-    job._status = JobStatus.STARTED
-    return job, started_at
+_KNOWN_STATUSES = frozenset(s.value.encode() for s in JobStatus)
+
+
+def _claimed(
+    job_id: str,
+    flat: list[bytes],
+    queue_name: str,
+    exec_id: str,
+    created: float,
+    since: bytes,
+    serializer: Any,
+    worker_name: str,
+    ts: tuple[datetime, bytes],
+) -> Claimed:
+    """A started row: the hash before the start with the start's four fields (the script wrote
+    them; ``since`` is the first claim's stamp on a repeated call), decoded lean. A hash the lean
+    codec calls irregular gets rq's job at once: rq's reader decides whether it can be read."""
+    raw = dict(zip(flat[0::2], flat[1::2]))
+    status = raw.get(b'status')
+    if status and status not in _KNOWN_STATUSES:  # rq's reader refuses the hash (the start hid it)
+        raise ValueError(f'{status.decode(errors="replace")!r} is not a valid JobStatus')
+    raw.update(lean.encode_start(worker_name, since))
+    record = lean.decode(job_id, raw)
+    started_at = ts[0] if since == ts[1] else parse_date(since)  # a replay keeps its own
+    claimed = Claimed(record, queue_name, exec_id, created, started_at, serializer)
+    if record.irregular:
+        claimed._job = lean.rq_job(record, serializer)  # raises where rq's Job.restore raises
+    return claimed
 
 
 async def start_executions(

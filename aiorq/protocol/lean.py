@@ -2,7 +2,7 @@
 an outcome writes back, without rq's ``Job`` (no ``restore``, no ``to_dict()``, no diff).
 
 :func:`decode` reads the hash as stored (bytes keys and values, as ``HGETALL`` returns them)
-into a :class:`Claimed`: every field keeps rq's meaning, the call payload and ``meta`` stay
+into a :class:`JobRecord`: every field keeps rq's meaning, the call payload and ``meta`` stay
 encoded (:func:`decode_call` decodes the call on demand with the job's serializer; ``meta`` is
 never unpickled here), dates stay as their stored text. :func:`rq_job` builds rq's own job
 from the same hash when something needs one (``get_current_job()``, callbacks, the fallback).
@@ -14,7 +14,7 @@ and failure handling: that mapping re-encodes every other field to the bytes alr
 so only these differ; results live in the results stream, :func:`encode_result`, and nothing of
 them stays in the hash). This holds only for a hash in rq 3.0's written form, hence the rule.
 
-**The rule** (:func:`needs_rq_job`, reason in :attr:`Claimed.fallback`). The lean path is used
+**The rule** (:func:`needs_rq_job`, reason in :attr:`JobRecord.fallback`). The lean path is used
 unless one of these holds, in which case the worker builds rq's job with :func:`rq_job` and
 takes rq's path for the whole execution:
 
@@ -66,7 +66,7 @@ from .codec import restore_job
 
 __all__ = [
     'Call',
-    'Claimed',
+    'JobRecord',
     'decode',
     'decode_call',
     'encode_failure',
@@ -99,7 +99,7 @@ class IrregularFieldError(Exception):
     """A stored value that is not in the form rq 3.0 writes it (internal to :func:`decode`)."""
 
 
-class Claimed(NamedTuple):
+class JobRecord(NamedTuple):
     """A claimed job as the worker needs it; field names and meanings are rq's ``Job``'s.
 
     Dates are the stored text (``None`` when empty); ``meta`` and ``webhooks`` the stored bytes.
@@ -176,10 +176,10 @@ _RARE = frozenset(
         'rate_limit_concurrency webhooks exc_info'
     ).split()
 )
-_FIRST_RARE = Claimed._fields.index('success_callback_timeout')
-_NO_RARE = Claimed('', {})[_FIRST_RARE:]
+_FIRST_RARE = JobRecord._fields.index('success_callback_timeout')
+_NO_RARE = JobRecord('', {})[_FIRST_RARE:]
 _RETRIES_LEFT, _REPEATS_LEFT, _WEBHOOKS = (
-    Claimed._fields.index(name) - _FIRST_RARE for name in ('retries_left', 'repeats_left', 'webhooks')
+    JobRecord._fields.index(name) - _FIRST_RARE for name in ('retries_left', 'repeats_left', 'webhooks')
 )
 
 
@@ -202,12 +202,12 @@ class Call(NamedTuple):
         return import_attribute(self.func_name)
 
 
-def needs_rq_job(claimed: Claimed) -> bool:
+def needs_rq_job(claimed: JobRecord) -> bool:
     """True when the lean path cannot be sure to write what rq writes (see the module's rule)."""
     return claimed.fallback is not None
 
 
-def decode(job_id: str, raw: Raw) -> Claimed:
+def decode(job_id: str, raw: Raw) -> JobRecord:
     """The claimed hash as the worker needs it. An empty hash is a missing job
     (``NoSuchJobError``, as rq); any other hash decodes, an unusual one as irregular."""
     if not raw:
@@ -215,10 +215,10 @@ def decode(job_id: str, raw: Raw) -> Claimed:
     try:
         return _decode(job_id, raw)
     except IrregularFieldError as e:
-        return Claimed(job_id, raw, fallback=f'irregular {e}', irregular=str(e))
+        return JobRecord(job_id, raw, fallback=f'irregular {e}', irregular=str(e))
 
 
-def _decode(job_id: str, raw: Raw) -> Claimed:
+def _decode(job_id: str, raw: Raw) -> JobRecord:
     # Written out field by field: this runs once per job on the worker's hot path.
     v: bytes | None
     if not ALWAYS <= raw.keys():
@@ -241,7 +241,7 @@ def _decode(job_id: str, raw: Raw) -> Claimed:
         _text(b'stopped_callback_name', v) if (v := raw[b'stopped_callback_name']) else None,
     )
     rare = _NO_RARE if _RARE.isdisjoint(raw) else _rare(raw)
-    return Claimed._make(
+    return JobRecord._make(
         (
             job_id,
             raw,
@@ -270,7 +270,7 @@ def _decode(job_id: str, raw: Raw) -> Claimed:
 
 
 def _fallback(callbacks: tuple[str | None, ...], rare: tuple[Any, ...]) -> str | None:
-    """The rule's reason, from the callback names and the rare fields (in Claimed's order)."""
+    """The rule's reason, from the callback names and the rare fields (in JobRecord's order)."""
     if callbacks[0] or callbacks[1] or callbacks[2]:
         return 'callbacks'
     if rare is _NO_RARE:
@@ -286,7 +286,7 @@ def _fallback(callbacks: tuple[str | None, ...], rare: tuple[Any, ...]) -> str |
 
 
 def _rare(raw: Raw) -> tuple[Any, ...]:
-    """The rarely set fields, in Claimed's order."""
+    """The rarely set fields, in JobRecord's order."""
     get = raw.get
     _check_exc_info(get(b'exc_info'))
     return (
@@ -431,7 +431,7 @@ def _check_exc_info(exc: bytes | None) -> None:
 # -- on demand -------------------------------------------------------------------------------
 
 
-def decode_call(claimed: Claimed, serializer: Any = None) -> Call:
+def decode_call(claimed: JobRecord, serializer: Any = None) -> Call:
     """The call payload decoded with ``serializer`` (rq's pickle default for None), as rq's job
     decodes its ``data``; ``DeserializationError`` naming the job when it cannot be."""
     try:
@@ -445,7 +445,7 @@ def decode_call(claimed: Claimed, serializer: Any = None) -> Call:
     return Call(func_name, instance, args, kwargs)
 
 
-def rq_job(claimed: Claimed, serializer: Any = None) -> RQJob:
+def rq_job(claimed: JobRecord, serializer: Any = None) -> RQJob:
     """rq's own job for the same hash (on the no-I/O codec connection), for callbacks,
     ``get_current_job()`` and the fallback; raises where ``Job.restore`` raises."""
     return restore_job(claimed.id, dict(claimed.raw), serializer)

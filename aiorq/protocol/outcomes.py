@@ -85,19 +85,38 @@ def buffer_result(
         execution_ended_at=execution_ended_at,
         id=None,
     )
-    key = keys.results(job.id)
     entry = cast(dict[Any, Any], result.serialize())
+    check_result_size(job.id, entry, max_size)
+    buffer_result_entry(pipe, job.id, entry, ttl)
+
+
+def check_result_size(job_id: str, entry: dict[Any, Any], max_size: int | None) -> None:
+    """Raises :class:`ResultTooLargeError` when the entry's encoded return value is over ``max_size``."""
     if max_size is not None and len(entry.get('return_value') or b'') > max_size:
         raise ResultTooLargeError(
-            f'The result of job {job.id} is {len(entry["return_value"])} bytes encoded; '
+            f'The result of job {job_id} is {len(entry["return_value"])} bytes encoded; '
             f'Redis accepts at most {max_size} bytes in one value (proto-max-bulk-len)'
         )
+
+
+def buffer_result_entry(pipe: Sink, job_id: str, entry: dict[Any, Any], ttl: int | None) -> None:
+    """``Result.save`` of a serialized entry: ``XADD … MAXLEN ~ 10`` then the stream TTL (None
+    untouched, -1 persist)."""
+    key = keys.results(job_id)
     pipe.xadd(key, entry, maxlen=10)
     if ttl is not None:
         if ttl == -1:
             pipe.persist(key)
         else:
             pipe.expire(key, ttl)
+
+
+def buffer_key_ttl(pipe: Sink, job_id: str, ttl: int | None) -> None:
+    """``Job.cleanup(ttl)`` for a positive ttl (``enqueue.buffer_cleanup`` by id)."""
+    if ttl is not None and ttl > 0:
+        pipe.expire(keys.job(job_id), ttl)
+        pipe.expire(keys.dependents(job_id), ttl)
+        pipe.expire(keys.dependencies(job_id), ttl)
 
 
 async def buffer_job_cleanup(conn: Redis, pipe: Sink, job: RQJob, ttl: int | None) -> None:

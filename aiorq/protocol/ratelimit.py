@@ -26,10 +26,14 @@ async def release_slot(conn: Redis, job: RQJob) -> list[str]:
     if not job.has_rate_limit or job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.STARTED):
         return []
     assert job.rate_limit_key
-    key = job.rate_limit_key
+    return await release_owned(conn, job.rate_limit_key, job.id)
+
+
+async def release_owned(conn: Redis, key: str, job_id: str) -> list[str]:
+    """:func:`release_slot` for a job whose outcome committed (finished, failed or stopped)."""
     c = await concurrency(conn, key)
     promoted = await scripts.run(
-        conn, scripts.RELEASE_AND_ENQUEUE_SCRIPT, [keys.rl_allowed(key), keys.rl_waiting(key)], [*_tail(c), job.id]
+        conn, scripts.RELEASE_AND_ENQUEUE_SCRIPT, [keys.rl_allowed(key), keys.rl_waiting(key)], [*_tail(c), job_id]
     )
     return [as_text(p) for p in promoted]
 

@@ -36,15 +36,15 @@ async def test_a_repeated_claim_reports_the_first_and_pops_nothing(conn: Redis, 
     exec_ids = dequeue.new_execution_ids(2)
     first = await claim(conn, exec_ids, 2)
     again = await claim(conn, exec_ids, 2)
-    assert [(ex.job.id, ex.id) for ex in first] == list(zip(ids[:2], exec_ids))
-    assert sorted((ex.job.id, ex.id, ex.created_at, ex.started_at) for ex in again) == sorted(
-        (ex.job.id, ex.id, ex.created_at, ex.started_at) for ex in first
+    assert [(ex.job_id, ex.id) for ex in first] == list(zip(ids[:2], exec_ids))
+    assert sorted((ex.job_id, ex.id, ex.created_at, ex.started_at) for ex in again) == sorted(
+        (ex.job_id, ex.id, ex.created_at, ex.started_at) for ex in first
     )
     assert sync_conn.lrange('rq:queue:q', 0, -1) == [ids[2].encode()]
     assert sync_conn.scard(f'rq:worker:{WORKER}:executions') == 2
     assert sync_conn.zcard('rq:wip:q') == 2
     # A fresh claim (new ids) takes the next job.
-    assert [ex.job.id for ex in await claim(conn, dequeue.new_execution_ids(2), 2)] == [ids[2]]
+    assert [ex.job_id for ex in await claim(conn, dequeue.new_execution_ids(2), 2)] == [ids[2]]
 
 
 async def test_a_claim_never_starts_a_job_enqueued_after_its_start_time(conn: Redis, sync_conn: redis.Redis) -> None:
@@ -54,12 +54,12 @@ async def test_a_claim_never_starts_a_job_enqueued_after_its_start_time(conn: Re
     # As if ``late`` had been enqueued (a dependent released, say) after the claim read its clock.
     sync_conn.hset(f'rq:job:{late.id}', 'enqueued_at', utcformat(now() + timedelta(seconds=5)))
     taken = await claim(conn, dequeue.new_execution_ids(2), 2, waiting=True)
-    assert [ex.job.id for ex in taken] == [early.id]
+    assert [ex.job_id for ex in taken] == [early.id]
     assert sync_conn.lrange('rq:queue:q', 0, -1) == [late.id.encode()]
     assert sync_conn.hget(f'rq:job:{late.id}', 'status') == b'queued'
     # Once its enqueue time has passed, it is taken like any other.
     sync_conn.hset(f'rq:job:{late.id}', 'enqueued_at', utcformat(now() - timedelta(seconds=1)))
-    assert [ex.job.id for ex in await claim(conn, dequeue.new_execution_ids(1), 1)] == [late.id]
+    assert [ex.job_id for ex in await claim(conn, dequeue.new_execution_ids(1), 1)] == [late.id]
     started = sync_conn.hget(f'rq:job:{late.id}', 'started_at')
     assert started is not None and started >= sync_conn.hget(f'rq:job:{late.id}', 'enqueued_at')
 

@@ -171,7 +171,7 @@ def _date(value: bytes | None) -> datetime | None:
     return None if value is None else str_to_date(value)
 
 
-def assert_agrees(claimed: lean.Claimed, job: Job, serializer: Any) -> None:
+def assert_agrees(claimed: lean.JobRecord, job: Job, serializer: Any) -> None:
     """Every field the worker uses, lean against rq's restored job."""
     assert claimed.irregular is None and claimed.status == job.get_status(refresh=False)
     call = lean.decode_call(claimed, serializer)
@@ -350,19 +350,24 @@ async def _save_and_claim(conn: Redis, job: Job) -> tuple[dequeue.Claimed, dict[
     return started[0], await conn.hgetall(keys.job(job.id))
 
 
-async def _outcome(conn: Redis, kind: str, ex: dequeue.Claimed) -> dict[bytes, bytes]:
-    """The current path's outcome, as the runner drives it; the lean fields for it."""
-    job = ex.job
-    job.ended_at = job.last_heartbeat = ENDED  # what the runner sets
+async def _outcome(conn: Redis, kind: str, ex: dequeue.Claimed, path: str = 'rq') -> dict[bytes, bytes]:
+    """The outcome as the runner drives it, on rq's path (``path='rq'``: rq's job, ``to_dict()``)
+    or as the worker writes it (``'worker'``: the lean path where the rule allows); the lean
+    encoders' fields for it."""
+    ex.ended_at = ex.last_heartbeat = ENDED  # what the runner sets
+    job = ex.job if path == 'rq' else None
     if kind == 'success':
-        await finish.finish_success(conn, WORKER, ex, {'r': 'é'}, 500)
+        if job is not None:
+            await finish.rq_success(conn, WORKER, ex, {'r': 'é'}, 500, None)
+        else:
+            await finish.finish_success(conn, WORKER, ex, {'r': 'é'}, 500)
         return lean.encode_success(ENDED)
     if kind == 'stopped':
-        job.ended_at, job.last_heartbeat = None, START
+        ex.ended_at = ex.last_heartbeat = None
         await finish.finish_failure(conn, WORKER, job, ex, EXC, stopped=True)
         return lean.encode_failure(None, None, status=JobStatus.STOPPED)
     if kind == 'abandoned':  # a cold shutdown: ended, no heartbeat of its own
-        job.last_heartbeat = START
+        ex.last_heartbeat = None
         await finish.finish_failure(conn, WORKER, job, ex, EXC)
         return lean.encode_failure(ENDED, None)
     record = kind == 'failure'
@@ -370,7 +375,7 @@ async def _outcome(conn: Redis, kind: str, ex: dequeue.Claimed) -> dict[bytes, b
     return lean.encode_failure(ENDED, ENDED, record=record)
 
 
-def _skipped(kind: str, claimed: lean.Claimed) -> bool:
+def _skipped(kind: str, claimed: lean.JobRecord) -> bool:
     """Outcomes the lean encoders do not cover (rq's path); the rule must send them there."""
     if kind == 'success' and claimed.repeating:
         return True
@@ -378,13 +383,27 @@ def _skipped(kind: str, claimed: lean.Claimed) -> bool:
 
 
 @REDIS
-@given(jobs(), st.sampled_from(['success', 'failure', 'unrecorded', 'stopped', 'abandoned']))
-async def test_outcome_fields_equal_the_current_path(conn: Redis, job: Job, kind: str) -> None:
+@given(
+    jobs(),
+    st.sampled_from(['success', 'failure', 'unrecorded', 'stopped', 'abandoned']),
+    st.sampled_from(['rq', 'worker']),
+)
+async def test_outcome_fields_equal_the_current_path(conn: Redis, job: Job, kind: str, path: str) -> None:
+    """rq's path (rq's job, ``to_dict()``) and the worker's own (the lean path where the rule
+    allows it) both leave the stored hash with the lean encoders' fields applied."""
     stored_hash = stored(job)
     ex, after_start = await _save_and_claim(conn, job)
     assert after_start == stored_hash | lean.encode_start(WORKER, START)  # the claim script's start
     claimed = lean.decode(job.id, after_start)
-    lean_fields = await _outcome(conn, kind, ex)
+    assert ex.record == claimed
+    lean_fields = await _outcome(conn, kind, ex, path)
+    if path == 'worker' and not claimed.fallback:
+        # Lean where rq's job is not needed: only a deleting outcome (TTL 0) builds it.
+        assert ex.rq_job_built == (
+            claimed.get_result_ttl(500) == 0
+            if kind == 'success'
+            else (kind != 'unrecorded' and claimed.failure_ttl == 0)
+        )
     now_stored = await conn.hgetall(keys.job(job.id))
     if _skipped(kind, claimed):
         event(f'{kind}: rq path')
@@ -424,11 +443,11 @@ async def test_outcome_fields_equal_stock_rq(conn: Redis, sync_conn: redis.Redis
 
 
 @REDIS
-@given(jobs(), st.sampled_from(['success', 'failure', 'stopped']))
-async def test_result_entry_equals_the_current_path(conn: Redis, job: Job, kind: str) -> None:
+@given(jobs(), st.sampled_from(['success', 'failure', 'stopped']), st.sampled_from(['rq', 'worker']))
+async def test_result_entry_equals_the_current_path(conn: Redis, job: Job, kind: str, path: str) -> None:
     ex, _ = await _save_and_claim(conn, job)
     claimed = lean.decode(job.id, await conn.hgetall(keys.job(job.id)))
-    await _outcome(conn, kind, ex)
+    await _outcome(conn, kind, ex, path)
     entries = await conn.xrange(keys.results(job.id))
     if not entries:  # no Result: an exception retry, kept for 0 s (rq's EXPIRE 0 removes it too)
         if kind == 'success':

@@ -57,7 +57,7 @@ async def test_listeners_hear_each_execution_in_order(conn: Redis, caplog: pytes
 def test_throughput_counts_jobs_that_ended_for_good(conn: Redis) -> None:
     recorder = ThroughputRecorder(conn, clock=lambda: 600.0)
     listener = ThroughputListener(recorder)
-    ex = Execution(job=None, queue='q', id='e', created_at=0.0)  # type: ignore[arg-type]
+    ex = Execution(record=None, queue='q', id='e', created_at=0.0)  # type: ignore[arg-type]
     for ending in Ending:
         listener.job_ended(ex, ending)
     # OK counts as finished; a failure, a stop and a cold shutdown as failed; retries not yet.

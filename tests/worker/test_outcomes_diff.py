@@ -16,7 +16,8 @@ from state import diff, snapshot
 
 from aiorq_worker import Worker
 
-IGNORE = (b'rq:worker', b'rq:workers', b'rq:clean_registries')
+# The worker's own records, and aiorq's throughput history (the dashboard's, a key stock rq never has).
+IGNORE = (b'rq:worker', b'rq:workers', b'rq:clean_registries', b'rq:aiorq:throughput:')
 
 CASES: dict[str, Any] = {}
 
@@ -73,6 +74,23 @@ def callbacks(q: rq.Queue) -> None:
     q.enqueue(tasks.add, 1, 2, job_id='ok', on_success=tasks.record_success, on_failure=tasks.record_failure)
     q.enqueue(tasks.fail, 'no', job_id='ko', on_success=tasks.record_success, on_failure=tasks.record_failure)
     q.enqueue(tasks.add, 1, 2, job_id='cb_fails', on_success=tasks.fail)
+
+
+@case
+def current_job(q: rq.Queue) -> None:
+    """rq's job as jobs see it (``rq.get_current_job()``), built on demand by aiorq's worker."""
+    q.enqueue(tasks.current_rq_job, job_id='plain_current', meta={'k': 'v'})
+    q.enqueue(tasks.async_current_rq_job, job_id='async_current', meta={'n': [1, 2]})
+    q.enqueue(tasks.stock_progress, 3, job_id='progress', meta={'progress': 0}, failure_ttl=0)
+
+
+@case
+def irregular(q: rq.Queue) -> None:
+    """Hashes the lean codec cannot be sure of (rq's save rewrites a field): rq's path."""
+    q.enqueue(tasks.add, 1, 2, job_id='padded', result_ttl=500)
+    q.connection.hset(rq.job.Job.key_for('padded'), 'result_ttl', '0500')
+    q.enqueue(tasks.fail, 'x', job_id='old_date', failure_ttl=600)
+    q.connection.hset(rq.job.Job.key_for('old_date'), 'created_at', '2026-01-02T03:04:05Z')
 
 
 @case
