@@ -7,6 +7,8 @@ import logging
 import logging.config
 import os
 import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -27,7 +29,9 @@ from aiorq.protocol.keys import reserved_queue_name
 from . import clitools
 from .clitools import CommandError, fail
 from .cron import CronConfigError
+from .dashboard_cli import dashboard
 from .metrics import MetricsError
+from .pool import worker_pool
 from .worker import DEFAULT_CONCURRENCY, SuspendedError, install_signal_handlers
 
 
@@ -57,6 +61,9 @@ UNUSED = "Only rq's or aiorq's default class is accepted: {} uses none"
 @click.version_option(package_name='aiorq')
 def main() -> None:
     """aiorq: RQ's jobs from asyncio."""
+
+
+main.add_command(worker_pool)  # ``aiorq worker-pool``: aiorq_worker/pool.py
 
 
 @main.command()
@@ -165,14 +172,35 @@ def _logging(options: dict[str, Any], config: dict[str, Any]) -> None:
     logging.basicConfig(level=level.upper(), format=options['log_format'], datefmt=options['date_format'])
 
 
+@dataclass
+class _Prepared:
+    """What ``aiorq worker`` resolved from its options and settings before the loop starts."""
+
+    worker_class: Any
+    job_class: Any
+    handlers: list[Any]
+    config: dict[str, Any]
+    serializer: Any
+    connection: Any
+    queues: list[str]
+
+
 def run(options: dict[str, Any]) -> int:
     """0 when the worker ends normally; bad option values are usage errors (exit 2); what goes
     wrong later (settings module, Redis, start-up) is one line on stderr and exit 1, with the
     traceback only under ``--verbose``."""
     ctx = click.get_current_context()
-    verbose = options['verbose']
     for path in options['path']:
         sys.path.append(path)  # as rq's CLI does
+    prepared = _prepare(ctx, options)
+    if isinstance(prepared, int):
+        return prepared
+    return _run_on_loop(options['loop_name'], _serve(ctx, options, prepared))
+
+
+def _prepare(ctx: click.Context, options: dict[str, Any]) -> _Prepared | int:
+    """Classes, handlers, settings, serializer, client and logging; an exit code on failure."""
+    verbose = options['verbose']
     worker_class = clitools.load_class(ctx, 'worker_class', verbose)
     job_class = clitools.load_class(ctx, 'job_class', verbose)
     clitools.load_class(
@@ -203,7 +231,11 @@ def run(options: dict[str, Any]) -> int:
     for name in queues:
         if (reserved := reserved_queue_name(name)) is not None:  # given by the settings module
             return fail(ctx, f'QUEUES: queue name {name!r} is reserved: {reserved}')
-    loop_name = options['loop_name']
+    return _Prepared(worker_class, job_class, handlers, config, serializer, connection, queues)
+
+
+def _run_on_loop(loop_name: str | None, main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop (the default when installed) or asyncio's loop."""
     if loop_name is None:
         try:
             import uvloop  # noqa: F401
@@ -211,76 +243,84 @@ def run(options: dict[str, Any]) -> int:
             loop_name = 'uvloop'
         except ImportError:
             loop_name = 'asyncio'
-
-    async def serve() -> int:
-        try:
-            w = worker_class(
-                queues,
-                connection,
-                name=options['name'] or config.get('NAME'),
-                concurrency=options['concurrency'],
-                default_result_ttl=options['results_ttl'],
-                worker_ttl=options['worker_ttl'],
-                job_monitoring_interval=options['job_monitoring_interval'],
-                maintenance_interval=options['maintenance_interval'],
-                serializer=serializer,
-                exception_handlers=handlers,
-                disable_default_exception_handler=options['disable_default_exception_handler'],
-                log_job_description=not options['disable_job_desc_logging'],
-                dequeue_strategy=options['dequeue_strategy'],
-                sync_jobs=options['sync_jobs'],
-                **({'job_class': job_class} if job_class is not aiorq.Job else {}),
-                **(
-                    {'metrics_port': options['metrics_port'], 'metrics_address': options['metrics_host']}
-                    if options['metrics_port'] is not None
-                    else {}
-                ),
-            )
-            install_signal_handlers(w)
-            await w.work(
-                burst=options['burst'],
-                max_jobs=options['max_jobs'],
-                max_idle_time=options['max_idle_time'],
-                with_scheduler=options['with_scheduler'],
-                cron=options['cron_config'],
-            )
-            if w.cold_shutdown and w.busy_threads:
-                # Threads cannot be stopped and the interpreter would wait for them at exit: a
-                # cold shutdown ends the process now, as rq's kills its work horse.
-                logging.getLogger('aiorq.worker').warning(
-                    'Worker %s: %d job threads still running; exiting without them', w.name, w.busy_threads
-                )
-                logging.shutdown()
-                os._exit(0)
-            return 0
-        except SuspendedError as e:
-            click.echo(str(e), err=True)
-            return 1
-        except CronConfigError as e:
-            click.echo(f'aiorq worker: --cron: {e}', err=True)
-            return 1
-        except MetricsError as e:
-            click.echo(f'aiorq worker: --metrics-port: {e}', err=True)
-            return 1
-        except RedisError as e:
-            # Unreachable, refused credentials, a certificate that does not verify: one line
-            # (redis-py's messages name the host and port, never the password), not a traceback.
-            if options['verbose']:
-                raise
-            return fail(ctx, f'Redis error: {type(e).__name__}: {e}')
-        except Exception as e:
-            # A worker class that does not start, a name in use, a settings value it refuses.
-            if verbose:
-                raise
-            return fail(ctx, f'{type(e).__name__}: {e} (--verbose shows the traceback)')
-        finally:
-            await connection.aclose()
-
     if loop_name == 'uvloop':
         import uvloop
 
-        return uvloop.run(serve())
-    return asyncio.run(serve())
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def _build_worker(options: dict[str, Any], prepared: _Prepared) -> Any:
+    return prepared.worker_class(
+        prepared.queues,
+        prepared.connection,
+        name=options['name'] or prepared.config.get('NAME'),
+        concurrency=options['concurrency'],
+        default_result_ttl=options['results_ttl'],
+        worker_ttl=options['worker_ttl'],
+        job_monitoring_interval=options['job_monitoring_interval'],
+        maintenance_interval=options['maintenance_interval'],
+        serializer=prepared.serializer,
+        exception_handlers=prepared.handlers,
+        disable_default_exception_handler=options['disable_default_exception_handler'],
+        log_job_description=not options['disable_job_desc_logging'],
+        dequeue_strategy=options['dequeue_strategy'],
+        sync_jobs=options['sync_jobs'],
+        **({'job_class': prepared.job_class} if prepared.job_class is not aiorq.Job else {}),
+        **(
+            {'metrics_port': options['metrics_port'], 'metrics_address': options['metrics_host']}
+            if options['metrics_port'] is not None
+            else {}
+        ),
+    )
+
+
+def _start_refused(e: Exception) -> str:
+    """The line for a worker that refused to start (suspended, a bad --cron, metrics unavailable)."""
+    if isinstance(e, CronConfigError):
+        return f'aiorq worker: --cron: {e}'
+    if isinstance(e, MetricsError):
+        return f'aiorq worker: --metrics-port: {e}'
+    return str(e)
+
+
+async def _serve(ctx: click.Context, options: dict[str, Any], prepared: _Prepared) -> int:
+    """Build the worker and run it until it stops; what goes wrong is one line and exit 1."""
+    try:
+        w = _build_worker(options, prepared)
+        install_signal_handlers(w)
+        await w.work(
+            burst=options['burst'],
+            max_jobs=options['max_jobs'],
+            max_idle_time=options['max_idle_time'],
+            with_scheduler=options['with_scheduler'],
+            cron=options['cron_config'],
+        )
+        if w.cold_shutdown and w.busy_threads:
+            # Threads cannot be stopped and the interpreter would wait for them at exit: a
+            # cold shutdown ends the process now, as rq's kills its work horse.
+            logging.getLogger('aiorq.worker').warning(
+                'Worker %s: %d job threads still running; exiting without them', w.name, w.busy_threads
+            )
+            logging.shutdown()
+            os._exit(0)
+        return 0
+    except (SuspendedError, CronConfigError, MetricsError) as e:
+        click.echo(_start_refused(e), err=True)
+        return 1
+    except RedisError as e:
+        # Unreachable, refused credentials, a certificate that does not verify: one line
+        # (redis-py's messages name the host and port, never the password), not a traceback.
+        if options['verbose']:
+            raise
+        return fail(ctx, f'Redis error: {type(e).__name__}: {e}')
+    except Exception as e:
+        # A worker class that does not start, a name in use, a settings value it refuses.
+        if options['verbose']:
+            raise
+        return fail(ctx, f'{type(e).__name__}: {e} (--verbose shows the traceback)')
+    finally:
+        await prepared.connection.aclose()
 
 
 @main.command()
@@ -438,3 +478,6 @@ def run_info(options: dict[str, Any]) -> int:
     except KeyboardInterrupt:
         click.echo()
     return 0
+
+
+main.add_command(dashboard)
