@@ -10,6 +10,10 @@ from typing import Any
 
 import redis
 
+# Keys a worker writes that are not the jobs' state: its own record, and aiorq's throughput
+# history (rq:aiorq:throughput:*, the dashboard's; stock rq never writes a key under rq:aiorq:).
+WORKER_KEYS = (b'rq:worker', b'rq:workers', b'rq:clean_registries', b'rq:aiorq:')
+
 TS = re.compile(rb'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$')
 # Fields that hold a clock reading; compared as "is a timestamp" (or empty).
 CLOCK_FIELDS = {b'created_at', b'enqueued_at', b'started_at', b'ended_at', b'last_heartbeat', b'birth'}

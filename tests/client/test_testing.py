@@ -17,14 +17,14 @@ from conftest import RQ_DB
 from redis.asyncio import Redis
 from redis_server import RedisServer
 from rq.job import Job as RQJob
-from state import diff, snapshot
+from state import WORKER_KEYS, diff, snapshot
 
 import aiorq
 from aiorq import JobStatus, Queue
 from aiorq.testing import run_queued, worker_running
 from aiorq_worker import SuspendedError
 
-IGNORE = (b'rq:worker', b'rq:workers', b'rq:clean_registries')
+IGNORE = WORKER_KEYS
 QUEUES = ['q', 'other']
 
 

@@ -12,12 +12,11 @@ import rq
 import tasks
 from conftest import RQ_DB
 from redis.asyncio import Redis
-from state import diff, snapshot
+from state import WORKER_KEYS, diff, snapshot
 
 from aiorq_worker import Worker
 
-# The worker's own records, and aiorq's throughput history (the dashboard's, a key stock rq never has).
-IGNORE = (b'rq:worker', b'rq:workers', b'rq:clean_registries', b'rq:aiorq:throughput:')
+IGNORE = WORKER_KEYS
 
 CASES: dict[str, Any] = {}
 
