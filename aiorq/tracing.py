@@ -43,6 +43,7 @@ __all__ = [
     'inject',
     'record_exception',
     'set_outcome',
+    'tracer_configured',
 ]
 
 META_KEY = '_otel'
@@ -76,6 +77,11 @@ def _tracer() -> Any:
     if _cached is None or _cached[0] is not provider:
         _cached = (provider, provider.get_tracer('aiorq', VERSION))
     return _cached[1]
+
+
+def tracer_configured() -> bool:
+    """Whether spans would be recorded now (a provider is configured), cheaply, for per-job checks."""
+    return ENABLED and _tracer() is not None
 
 
 def func_name(job: RQJob) -> str:

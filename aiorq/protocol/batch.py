@@ -18,8 +18,9 @@ from . import wire
 from .codec import encode
 
 # ARGV holds one or more independent sections, each:
-# guard count, guards; probe count, probes; command count, then per command: name, argc, key
-# mask ('1' where the argument is KEYS[index]), arguments.
+# key base (what its key indexes are relative to: a section is built alone, then several share
+# KEYS), guard count, guards; probe count, probes; command count, then per command: name, argc,
+# key mask ('1' where the argument is KEYS[base + index]), arguments.
 # A check is (kind, key index, arg[, value]): Z = ZSCORE(key, arg) exists; C = SCARD(key) == arg;
 # E = EXISTS(key) == 1; N = EXISTS(key) == 0; M = SISMEMBER(key, arg) == 0; F = HGET(key, arg)
 # equals the value that follows.
@@ -30,30 +31,34 @@ from .codec import encode
 # result is "E<n>:<message>", commands before the n-th having run (Lua cannot roll them back);
 # the other sections are unaffected, so a combined call never has to be re-run.
 GUARDED_BATCH_SCRIPT = """
+local pcall, tonumber, unpack, byte = redis.pcall, tonumber, unpack, string.byte
 local i = 1
+local base = 0
 local function check()
-    local kind, key, arg = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
+    local kind, key, arg = ARGV[i], KEYS[base + tonumber(ARGV[i + 1])], ARGV[i + 2]
     i = i + 3
     local r
     if kind == 'Z' then
-        r = redis.pcall('ZSCORE', key, arg)
+        r = pcall('ZSCORE', key, arg)
         return type(r) ~= 'table' and r ~= false
     elseif kind == 'C' then
-        return redis.pcall('SCARD', key) == tonumber(arg)
+        return pcall('SCARD', key) == tonumber(arg)
     elseif kind == 'F' then
         local value = ARGV[i]
         i = i + 1
-        return redis.pcall('HGET', key, arg) == value
+        return pcall('HGET', key, arg) == value
     elseif kind == 'M' then
-        return redis.pcall('SISMEMBER', key, arg) == 0
+        return pcall('SISMEMBER', key, arg) == 0
     elseif kind == 'N' then
-        return redis.pcall('EXISTS', key) == 0
+        return pcall('EXISTS', key) == 0
     end
-    return redis.pcall('EXISTS', key) == 1
+    return pcall('EXISTS', key) == 1
 end
 local results = {}
-while i <= #ARGV do
+local nargv = #ARGV
+while i <= nargv do
     local failed = 0
+    base = tonumber(ARGV[i]); i = i + 1
     local nguards = tonumber(ARGV[i]); i = i + 1
     for g = 1, nguards do
         if not check() and failed == 0 then failed = g end
@@ -77,13 +82,11 @@ while i <= #ARGV do
         if result == 0 then
             local args = {}
             for a = 1, argc do
-                if string.sub(mask, a, a) == '1' then
-                    args[a] = KEYS[tonumber(ARGV[i + a - 1])]
-                else
-                    args[a] = ARGV[i + a - 1]
-                end
+                local v = ARGV[i + a - 1]
+                if byte(mask, a) == 49 then v = KEYS[base + tonumber(v)] end  -- '1': a key index
+                args[a] = v
             end
-            local reply = redis.pcall(name, unpack(args))
+            local reply = pcall(name, unpack(args))
             if type(reply) == 'table' and reply.err then
                 result = 'E' .. c .. ':' .. reply.err
             end
@@ -120,19 +123,29 @@ class Key(str):
     """Marks a command argument as a key."""
 
 
+_MASKS = ['1' + '0' * n for n in range(32)]  # the mask of a command whose first argument is its one key
+
+
 class Batch:
-    """Commands to run atomically in one ``EVALSHA``, optionally behind guards."""
+    """Commands to run atomically in one ``EVALSHA``, optionally behind guards.
+
+    Guards, probes and commands are kept as the flat script arguments they become (key indexes
+    relative to the batch's own keys), so running a batch, alone or with others, copies lists
+    instead of re-encoding each command."""
 
     def __init__(self) -> None:
         self._keys: list[str] = []
         self._index: dict[str, int] = {}
         self._guards: list[Any] = []
+        self._nguards = 0
         self._probes: list[Any] = []
+        self._nprobes = 0
         self._cmds: list[Any] = []
+        self._ncmds = 0
         self.explicit_transaction = True
 
     def __len__(self) -> int:
-        return len(self._cmds)
+        return self._ncmds
 
     def _k(self, key: str) -> int:
         idx = self._index.get(key)
@@ -143,13 +156,16 @@ class Batch:
 
     def call(self, name: str, *args: Any) -> Batch:
         mask = ''.join('1' if isinstance(a, Key) else '0' for a in args)
-        encoded = [self._k(a) if isinstance(a, Key) else a for a in args]
-        self._cmds.append((name, len(args), mask, encoded))
+        self._cmds += [name, len(args), mask or '-']
+        self._cmds += [self._k(a) if isinstance(a, Key) else a for a in args]
+        self._ncmds += 1
         return self
 
     def _keyed(self, name: str, key: str, *args: Any) -> Batch:
         """The common shape, one key then plain arguments, without per-argument checks."""
-        self._cmds.append((name, len(args) + 1, '1' + '0' * len(args), [self._k(key), *args]))
+        n = len(args)
+        self._cmds += [name, n + 1, _MASKS[n] if n < 32 else '1' + '0' * n, self._k(key), *args]
+        self._ncmds += 1
         return self
 
     # -- guards --------------------------------------------------------------------------
@@ -169,19 +185,23 @@ class Batch:
         return self._guard(('F', self._k(key), field, value))
 
     def _guard(self, guard: tuple[Any, ...]) -> int:
-        self._guards.append(guard)
-        return len(self._guards)
+        self._guards += guard
+        self._nguards += 1
+        return self._nguards
 
     # -- probes: when a guard fails, do these show the section's writes already in place? --
 
     def probe_field(self, key: str, field: str, value: Any) -> None:
-        self._probes.append(('F', self._k(key), field, value))
+        self._probes += ('F', self._k(key), field, value)
+        self._nprobes += 1
 
     def probe_missing(self, key: str) -> None:
-        self._probes.append(('N', self._k(key), ''))
+        self._probes += ('N', self._k(key), '')
+        self._nprobes += 1
 
     def probe_not_member(self, key: str, member: str) -> None:
-        self._probes.append(('M', self._k(key), member))
+        self._probes += ('M', self._k(key), member)
+        self._nprobes += 1
 
     # -- the pipeline subset -------------------------------------------------------------
 
@@ -209,6 +229,8 @@ class Batch:
         return self._keyed('PERSIST', name)
 
     def delete(self, *names: str) -> Batch:
+        if len(names) == 1:  # the common case, what ``call`` builds for it
+            return self._keyed('DEL', names[0])
         return self.call('DEL', *[Key(n) for n in names])
 
     def zadd(self, name: str, mapping: dict[Any, Any], xx: bool = False) -> Batch:
@@ -252,23 +274,15 @@ class Batch:
 
     # -- running ---------------------------------------------------------------------------
 
-    def _items(self, key_offset: int) -> list[Any]:
-        items: list[Any] = [len(self._guards)]
-        for kind, idx, *rest in self._guards:
-            items += [kind, idx + key_offset, *rest]
-        items.append(len(self._probes))
-        for kind, idx, *rest in self._probes:
-            items += [kind, idx + key_offset, *rest]
-        items.append(len(self._cmds))
-        for name, argc, mask, encoded in self._cmds:
-            args = [a + key_offset if m == '1' else a for a, m in zip(encoded, mask)] if key_offset else encoded
-            items += [name, argc, mask or '-', *args]
-        return items
+    def _items(self, key_base: int) -> list[Any]:
+        return [
+            key_base, self._nguards, *self._guards, self._nprobes, *self._probes, self._ncmds, *self._cmds
+        ]  # fmt: skip
 
     async def run(self, conn: Redis) -> int:
         """:data:`APPLIED`, :data:`ALREADY_APPLIED`, or the index of the failed guard; raises
         :class:`SectionError` when a command got an error reply."""
-        if not self._cmds and not self._guards:
+        if not self._ncmds and not self._nguards:
             return APPLIED
         result = (await run_batches(conn, [self]))[0]
         if isinstance(result, SectionError):

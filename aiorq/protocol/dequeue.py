@@ -71,10 +71,10 @@ for _, member in ipairs(replay) do
 end
 if #out > 0 then return {out, 0} end
 local started = 0
-local function start(q, job_id, exec_id, known)
+local function start(q, job_id, exec_id, known, raw)
     local jk = job_prefix .. job_id
     local ik = KEYS[3 * q + 1]
-    local raw = redis.call('HGETALL', jk)
+    raw = raw or redis.call('HGETALL', jk)
     if #raw == 0 then
         -- The hash vanished (expired or deleted) while queued: nothing to run, nothing to keep.
         if known and lrem == '1' then redis.call('LREM', ik, 1, job_id) end
@@ -111,14 +111,22 @@ end
 local taken, fresh = 0, false
 for q = 1, nqueues do
     while taken < want and not fresh do
-        local job_id = redis.call('LINDEX', KEYS[3 * q], 0)
+        local job_id = redis.call('LPOP', KEYS[3 * q])
         if not job_id then break end
-        local enqueued = redis.call('HGET', job_prefix .. job_id, 'enqueued_at')
+        -- The hash is read once: its enqueued_at decides, and start() uses it as read.
+        local raw = redis.call('HGETALL', job_prefix .. job_id)
+        local enqueued
+        for f = 1, #raw, 2 do
+            if raw[f] == 'enqueued_at' then enqueued = raw[f + 1] end
+        end
         fresh = enqueued and enqueued > ts  -- same fixed-width UTC format: text order is time order
-        if not fresh then
-            redis.call('LPOP', KEYS[3 * q])
+        if fresh then
+            -- Put back where it was (the rare case: one call in a run of the queue, one command
+            -- instead of a look at the head before every pop).
+            redis.call('LPUSH', KEYS[3 * q], job_id)
+        else
             taken = taken + 1
-            start(q, job_id, ARGV[first_exec + nknown + taken - 1], false)
+            start(q, job_id, ARGV[first_exec + nknown + taken - 1], false, raw)
         end
     end
 end

@@ -6,7 +6,9 @@ is built from the claimed record with ``lean``'s encoders: exactly the fields rq
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -49,9 +51,10 @@ def _counters(
     sink: Any, worker_name: str, success: bool, started_at: datetime | None, ended_at: datetime | None
 ) -> None:
     field_name = 'successful_job_count' if success else 'failed_job_count'
-    sink.hincrby(keys.worker(worker_name), field_name, 1)
+    worker_key = keys.worker(worker_name)
+    sink.hincrby(worker_key, field_name, 1)
     if started_at and ended_at:
-        sink.hincrbyfloat(keys.worker(worker_name), 'total_working_time', (ended_at - started_at).total_seconds())
+        sink.hincrbyfloat(worker_key, 'total_working_time', (ended_at - started_at).total_seconds())
 
 
 def _stamped(job: RQJob, ex: Started) -> RQJob:
@@ -90,18 +93,30 @@ def adopt(job: RQJob, planned: RQJob) -> None:
     job.__dict__.update(planned.__dict__)
 
 
-def _guard(batch: Batch, worker_name: str, ex: Started, ended_at: datetime | None, deleted: bool) -> int:
+@functools.lru_cache(maxsize=1024)
+def _registry_key(kind: str, queue: str) -> str:
+    """``keys.registry`` kept per queue: every outcome names two registries."""
+    return keys.registry(kind, queue)
+
+
+def _timestamp() -> int:
+    """``rq.utils.current_timestamp()`` (whole UTC seconds), without its ``utctimetuple``."""
+    return int(time.time())
+
+
+def _guard(batch: Batch, worker_name: str, ex: Started, ended_at: datetime | bytes | None, deleted: bool) -> int:
     """Run only while this execution owns the job (its started-registry member); if it does not,
     the probes tell an earlier, committed attempt of this same outcome (its reply lost in an
     outage) from an outcome written by someone else: the execution's index member is gone, and
     the job hash holds this outcome's ``ended_at`` (or is gone, for a deleting outcome).
-    Returns the guard's number (what the batch returns when another process owns the job)."""
-    owned = batch.guard_member(keys.registry('started', ex.queue), ex.member)
+    Returns the guard's number (what the batch returns when another process owns the job).
+    ``ended_at`` may be given as its stored text (``lean.stamp``)."""
+    owned = batch.guard_member(_registry_key('started', ex.queue), ex.member)
     batch.probe_not_member(keys.worker_executions(worker_name), ex.member)
     if deleted:
         batch.probe_missing(keys.job(ex.job_id))
     elif ended_at is not None:
-        batch.probe_field(keys.job(ex.job_id), 'ended_at', stamp(ended_at))
+        batch.probe_field(keys.job(ex.job_id), 'ended_at', ended_at if isinstance(ended_at, bytes) else stamp(ended_at))
     return owned
 
 
@@ -161,12 +176,14 @@ def lean_success(
     registry, the keys' TTL and the execution's records. Returns the batch and its two guards."""
     record = ex.record
     assert ex.ended_at is not None
+    job_id = record.id
     result_ttl = record.get_result_ttl(default_result_ttl)
+    ended = stamp(ex.ended_at)  # once: the probe and the hash write the same text
     batch = Batch()
-    owned = _guard(batch, worker_name, ex, ex.ended_at, deleted=False)
-    dependents_guard = batch.guard_scard(keys.dependents(record.id), 0)
+    owned = _guard(batch, worker_name, ex, ended, deleted=False)
+    dependents_guard = batch.guard_scard(keys.dependents(job_id), 0)
     _counters(batch, worker_name, True, ex.started_at, ex.ended_at)
-    batch.hset(keys.job(record.id), mapping=lean.encode_success(ex.ended_at, ex.last_heartbeat))
+    batch.hset(keys.job(job_id), mapping=lean.encode_success(ended, ex.last_heartbeat))
     entry = lean.encode_result(
         Result.Type.SUCCESSFUL,
         serializer=ex.serializer,  # the job's, as it was claimed
@@ -176,11 +193,13 @@ def lean_success(
         execution_started_at=_dt(ex.created_at),
         execution_ended_at=ex.ended_at,
     )
-    check_result_size(record.id, entry, max_size)
-    buffer_result_entry(batch, record.id, entry, result_ttl)
-    score: Any = '+inf' if result_ttl == -1 else current_timestamp() + result_ttl
-    batch.zadd(keys.registry('finished', record.origin), {record.id: score})
-    buffer_key_ttl(batch, record.id, result_ttl)
+    check_result_size(job_id, entry, max_size)
+    buffer_result_entry(batch, job_id, entry, result_ttl)
+    score: Any = '+inf' if result_ttl == -1 else _timestamp() + result_ttl
+    batch.zadd(_registry_key('finished', record.origin), {job_id: score})
+    if result_ttl > 0:  # ``Job.cleanup(ttl)`` but for the dependents set: guard 2 holds only if it does not exist
+        batch.expire(keys.job(job_id), result_ttl)
+        batch.expire(keys.dependencies(job_id), result_ttl)
     buffer_execution_cleanup(batch, worker_name, ex)
     return batch, owned, dependents_guard
 

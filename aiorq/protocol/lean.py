@@ -478,13 +478,13 @@ def encode_start(worker_name: str, at: datetime | bytes) -> dict[bytes, bytes]:
     return {b'last_heartbeat': ts, b'status': b'started', b'started_at': ts, b'worker_name': worker_name.encode()}
 
 
-def encode_success(ended_at: datetime, last_heartbeat: datetime | None = None) -> dict[bytes, bytes]:
+def encode_success(ended_at: datetime | bytes, last_heartbeat: datetime | None = None) -> dict[bytes, bytes]:
     """What rq's success save (``HSET status finished`` + the mapping without meta and result)
     changes in a started, regular hash. ``last_heartbeat`` defaults to ``ended_at`` (rq stamps it
     a moment later, aiorq with the same reading). ``started_at`` and ``worker_name`` are the ones
     the start wrote, so they are not repeated. With ``result_ttl`` 0 the job is deleted instead;
-    a repeating job takes rq's path."""
-    ended = stamp(ended_at)
+    a repeating job takes rq's path. ``ended_at`` may be given as its :func:`stamp`."""
+    ended = ended_at if isinstance(ended_at, bytes) else stamp(ended_at)
     beat = ended if last_heartbeat is None else stamp(last_heartbeat)
     return {b'status': b'finished', b'ended_at': ended, b'last_heartbeat': beat}
 
