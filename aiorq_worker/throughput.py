@@ -65,10 +65,15 @@ class ThroughputRecorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every ``interval`` seconds until ``stop`` is set, then once more."""
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+        while True:
+            if not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.interval)
+            # Read before the flush: a count added while it is sent gets one more flush.
+            last = stop.is_set()
             try:
                 await self.flush()
             except (RedisError, OSError) as e:
                 logger.warning('Throughput history not written (kept for the next try): %s', e)
+            if last:
+                return

@@ -106,6 +106,26 @@ async def test_run_flushes_until_stopped(conn: Redis, sync_conn: redis.Redis) ->
     assert sum(int(n or 0) for n in written) == 2
 
 
+async def test_a_count_made_while_the_last_flush_is_sent_is_written(conn: Redis, sync_conn: redis.Redis) -> None:
+    """Stop set while a flush is in flight, with a job counted meanwhile: one more flush writes it
+    (the worker's last jobs end just before its clocks stop)."""
+
+    class Racing(ThroughputRecorder):
+        async def flush(self) -> int:
+            n = await super().flush()
+            if not stop.is_set():
+                self.job_ended('q', 'failed')  # counted while the flush was sent
+                stop.set()
+            return n
+
+    stop = asyncio.Event()
+    recorder = Racing(conn, interval=0.05, clock=lambda: NOW)
+    recorder.job_ended('q', 'finished')
+    await asyncio.wait_for(recorder.run(stop), 5)
+    assert not recorder.pending
+    assert sync_conn.hgetall(f'rq:aiorq:throughput:{MINUTE}') == {b'finished:q': b'1', b'failed:q': b'1'}
+
+
 async def test_chart_without_history(conn: Redis, sync_conn: redis.Redis) -> None:
     """A stock rq fleet writes no history: the overview says so, and works."""
     async with client(conn) as c:
