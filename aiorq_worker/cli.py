@@ -15,12 +15,8 @@ import click
 from click.core import ParameterSource
 from redis.exceptions import RedisError
 from rq.defaults import (
-    DEFAULT_JOB_MONITORING_INTERVAL,
     DEFAULT_LOGGING_DATE_FORMAT,
     DEFAULT_LOGGING_FORMAT,
-    DEFAULT_MAINTENANCE_TASK_INTERVAL,
-    DEFAULT_RESULT_TTL,
-    DEFAULT_WORKER_TTL,
 )
 
 import aiorq
@@ -67,50 +63,21 @@ main.add_command(worker_pool)  # ``aiorq worker-pool``: aiorq_worker/pool.py
 
 
 @main.command()
-@click.option('--url', '-u', envvar='RQ_REDIS_URL', help='URL describing Redis connection details.')
-@click.option('--config', '-c', envvar='RQ_CONFIG', help='Module containing RQ settings.')
-@click.option('--path', '-P', default=['.'], multiple=True, help='Specify the import path.')
+@clitools.shared_options('url', 'config', 'path')
 @click.option('--burst', '-b', is_flag=True, help='Run in burst mode (quit after all work is done)')
 @click.option('--name', '-n', help='Specify a different name')
-@click.option('--results-ttl', type=int, default=DEFAULT_RESULT_TTL, help='Default results timeout to be used')
-@click.option('--worker-ttl', type=click.IntRange(min=1), default=DEFAULT_WORKER_TTL, help='Worker timeout to be used')
-@click.option(
-    '--job-monitoring-interval',
-    type=click.IntRange(min=1),
-    default=DEFAULT_JOB_MONITORING_INTERVAL,
-    help='Default job monitoring interval to be used',
-)
-@click.option(
-    '--maintenance-interval',
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAINTENANCE_TASK_INTERVAL,
-    help='Maintenance task interval (in seconds) to be used',
-)
+@clitools.shared_options('results_ttl', 'worker_ttl', 'job_monitoring_interval', 'maintenance_interval')
 @click.option(
     '--max-jobs', type=click.IntRange(min=1), default=None, help='Maximum number of jobs to admit before quitting'
 )
 @click.option(
     '--max-idle-time', type=click.IntRange(min=1), default=None, help='Maximum seconds to stay idle before quitting'
 )
-@click.option(
-    '--serializer', '-S', default=None, help='Path to serializer, defaults to rq.serializers.DefaultSerializer'
-)
-@click.option(
-    '--dequeue-strategy',
-    '-ds',
-    default='default',
-    type=click.Choice(['default', 'round_robin', 'random']),
-    help='Sets a custom stratey to dequeue from multiple queues',
-)
+@clitools.shared_options('serializer', 'dequeue_strategy')
 @click.option('--logging_level', type=str, default='INFO', help='Set logging level')
-@click.option('--log-format', type=str, default=DEFAULT_LOGGING_FORMAT, help='Set the format of the logs')
-@click.option('--date-format', type=str, default=DEFAULT_LOGGING_DATE_FORMAT, help='Set the date format of the logs')
-@click.option('--quiet', '-q', is_flag=True, help='Show less output')
-@click.option('--verbose', '-v', is_flag=True, help='Show more output')
+@clitools.shared_options('log_format', 'date_format', 'quiet', 'verbose')
 @click.option('--pid', help='Write the process ID number to a file at the specified path')
-@click.option('--exception-handler', multiple=True, help='Exception handler(s) to use')
-@click.option('--disable-default-exception-handler', '-d', is_flag=True, help='Disable RQ default exception handler')
-@click.option('--disable-job-desc-logging', is_flag=True, help='Turn off description logging.')
+@clitools.shared_options('exception_handler', 'disable_default_exception_handler', 'disable_job_desc_logging')
 @job_class_option('Job class: a subclass of aiorq.Job, what aiorq.get_current_job() returns in jobs')
 @worker_class_option('Worker class: a subclass of aiorq_worker.Worker')
 @queue_class_option(UNUSED.format('aiorq worker'))
@@ -454,11 +421,8 @@ def run_info(options: dict[str, Any]) -> int:
     job_class = clitools.load_class(ctx, 'job_class', verbose)
     queue_class = clitools.load_class(ctx, 'queue_class', verbose)
     serializer = clitools.serializer(ctx, options['serializer'], verbose)
-    cls = clitools.connection_class(ctx, verbose)
     try:
-        # As rq info: the settings module only matters for finding Redis.
-        settings = {} if options['url'] else clitools.settings(ctx, verbose)
-        connection = clitools.redis_client(ctx, settings, cls)
+        connection = clitools.reading_client(ctx, verbose)
     except CommandError as e:
         return fail(ctx, str(e))
     report = Info(connection, queue_class, job_class, serializer, raw=options['raw'], by_queue=options['by_queue'])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -20,6 +21,14 @@ import rq.worker
 from click.core import ParameterSource
 from redis.asyncio import Redis
 from rq.cli.helpers import read_config_file
+from rq.defaults import (
+    DEFAULT_JOB_MONITORING_INTERVAL,
+    DEFAULT_LOGGING_DATE_FORMAT,
+    DEFAULT_LOGGING_FORMAT,
+    DEFAULT_MAINTENANCE_TASK_INTERVAL,
+    DEFAULT_RESULT_TTL,
+    DEFAULT_WORKER_TTL,
+)
 from rq.serializers import resolve_serializer
 from rq.utils import import_attribute
 
@@ -152,3 +161,74 @@ def redis_client(ctx: click.Context, config: dict[str, Any], cls: Any) -> Any:
         return redis_from_config(config if config else dict(os.environ), cls)
     except (ValueError, TypeError) as e:
         raise CommandError(f'bad Redis settings: {e}') from e
+
+
+def reading_client(ctx: click.Context, verbose: bool) -> Any:
+    """The client of a command that reads and manages Redis but runs no job (``aiorq info``,
+    ``aiorq dashboard``): as ``rq info``, the settings module only matters for finding Redis."""
+    cls = connection_class(ctx, verbose)
+    config = {} if ctx.params.get('url') else settings(ctx, verbose)
+    return redis_client(ctx, config, cls)
+
+
+# -- the options `aiorq worker` and `aiorq worker-pool` share, spelled as rq's worker spells them ----
+
+SHARED_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    'url': click.option('--url', '-u', envvar='RQ_REDIS_URL', help='URL describing Redis connection details.'),
+    'config': click.option('--config', '-c', envvar='RQ_CONFIG', help='Module containing RQ settings.'),
+    'path': click.option('--path', '-P', default=['.'], multiple=True, help='Specify the import path.'),
+    'results_ttl': click.option(
+        '--results-ttl', type=int, default=DEFAULT_RESULT_TTL, help='Default results timeout to be used'
+    ),
+    'worker_ttl': click.option(
+        '--worker-ttl', type=click.IntRange(min=1), default=DEFAULT_WORKER_TTL, help='Worker timeout to be used'
+    ),
+    'job_monitoring_interval': click.option(
+        '--job-monitoring-interval',
+        type=click.IntRange(min=1),
+        default=DEFAULT_JOB_MONITORING_INTERVAL,
+        help='Default job monitoring interval to be used',
+    ),
+    'maintenance_interval': click.option(
+        '--maintenance-interval',
+        type=click.IntRange(min=1),
+        default=DEFAULT_MAINTENANCE_TASK_INTERVAL,
+        help='Maintenance task interval (in seconds) to be used',
+    ),
+    'serializer': click.option(
+        '--serializer', '-S', default=None, help='Path to serializer, defaults to rq.serializers.DefaultSerializer'
+    ),
+    'dequeue_strategy': click.option(
+        '--dequeue-strategy',
+        '-ds',
+        default='default',
+        type=click.Choice(['default', 'round_robin', 'random']),
+        help='Sets a custom stratey to dequeue from multiple queues',
+    ),
+    'log_format': click.option(
+        '--log-format', type=str, default=DEFAULT_LOGGING_FORMAT, help='Set the format of the logs'
+    ),
+    'date_format': click.option(
+        '--date-format', type=str, default=DEFAULT_LOGGING_DATE_FORMAT, help='Set the date format of the logs'
+    ),
+    'quiet': click.option('--quiet', '-q', is_flag=True, help='Show less output'),
+    'verbose': click.option('--verbose', '-v', is_flag=True, help='Show more output'),
+    'exception_handler': click.option('--exception-handler', multiple=True, help='Exception handler(s) to use'),
+    'disable_default_exception_handler': click.option(
+        '--disable-default-exception-handler', '-d', is_flag=True, help='Disable RQ default exception handler'
+    ),
+    'disable_job_desc_logging': click.option(
+        '--disable-job-desc-logging', is_flag=True, help='Turn off description logging.'
+    ),
+}
+
+
+def shared_options(*names: str) -> Callable[[Any], Any]:
+    """The named :data:`SHARED_OPTIONS`, in the order given (as ``--help`` lists them)."""
+
+    def apply(command: Any) -> Any:
+        for name in reversed(names):
+            command = SHARED_OPTIONS[name](command)
+        return command
+
+    return apply

@@ -76,10 +76,8 @@ def run_dashboard(options: dict[str, Any]) -> int:
         clitools.bad(ctx, 'password' if username else 'username', 'give both --username and --password, or neither')
     for path in options['path']:
         sys.path.append(path)  # as rq's CLI does: a settings module or connection class may live there
-    cls = clitools.connection_class(ctx, verbose)
     try:
-        settings = {} if options['url'] else clitools.settings(ctx, verbose)
-        connection = clitools.redis_client(ctx, settings, cls)
+        connection = clitools.reading_client(ctx, verbose)
     except CommandError as e:
         return fail(ctx, str(e))
     auth = aiorq.web.BasicAuth(username, password) if username else None

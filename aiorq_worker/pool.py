@@ -29,14 +29,6 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
-from rq.defaults import (
-    DEFAULT_JOB_MONITORING_INTERVAL,
-    DEFAULT_LOGGING_DATE_FORMAT,
-    DEFAULT_LOGGING_FORMAT,
-    DEFAULT_MAINTENANCE_TASK_INTERVAL,
-    DEFAULT_RESULT_TTL,
-    DEFAULT_WORKER_TTL,
-)
 
 from aiorq.protocol.keys import reserved_queue_name
 
@@ -374,50 +366,21 @@ def run_pool(options: dict[str, Any]) -> int:
 
 @click.command('worker-pool', short_help='Runs N workers, each its own process, as rq worker-pool.')
 @click.option('--num-workers', '-n', type=click.IntRange(min=1), default=1, show_default=True, help='Number of workers')
-@click.option('--url', '-u', envvar='RQ_REDIS_URL', help='URL describing Redis connection details.')
-@click.option('--config', '-c', envvar='RQ_CONFIG', help='Module containing RQ settings.')
-@click.option('--path', '-P', default=['.'], multiple=True, help='Specify the import path.')
+@clitools.shared_options('url', 'config', 'path')
 @click.option('--burst', '-b', is_flag=True, help='Run in burst mode (each worker quits after all work is done)')
 @click.option('--name-prefix', default=None, help='Name workers <PREFIX>-<i>-<6 hex> (default: random hex ids, as rq)')
-@click.option('--results-ttl', type=int, default=DEFAULT_RESULT_TTL, help='Default results timeout to be used')
-@click.option('--worker-ttl', type=click.IntRange(min=1), default=DEFAULT_WORKER_TTL, help='Worker timeout to be used')
-@click.option(
-    '--job-monitoring-interval',
-    type=click.IntRange(min=1),
-    default=DEFAULT_JOB_MONITORING_INTERVAL,
-    help='Default job monitoring interval to be used',
-)
-@click.option(
-    '--maintenance-interval',
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAINTENANCE_TASK_INTERVAL,
-    help='Maintenance task interval (in seconds) to be used',
-)
+@clitools.shared_options('results_ttl', 'worker_ttl', 'job_monitoring_interval', 'maintenance_interval')
 @click.option(
     '--max-jobs',
     type=click.IntRange(min=1),
     default=None,
     help='Each worker admits this many jobs, then quits and is replaced by a fresh one',
 )
-@click.option(
-    '--serializer', '-S', default=None, help='Path to serializer, defaults to rq.serializers.DefaultSerializer'
-)
-@click.option(
-    '--dequeue-strategy',
-    '-ds',
-    default='default',
-    type=click.Choice(['default', 'round_robin', 'random']),
-    help='Sets a custom stratey to dequeue from multiple queues',
-)
+@clitools.shared_options('serializer', 'dequeue_strategy')
 @click.option('--logging-level', '-l', 'logging_level', type=str, default='INFO', help='Set logging level')
-@click.option('--log-format', type=str, default=DEFAULT_LOGGING_FORMAT, help='Set the format of the logs')
-@click.option('--date-format', type=str, default=DEFAULT_LOGGING_DATE_FORMAT, help='Set the date format of the logs')
-@click.option('--quiet', '-q', is_flag=True, help='Show less output')
-@click.option('--verbose', '-v', is_flag=True, help='Show more output')
+@clitools.shared_options('log_format', 'date_format', 'quiet', 'verbose')
 @click.option('--pid', help="Write the pool's process ID number to a file at the specified path")
-@click.option('--exception-handler', multiple=True, help='Exception handler(s) to use')
-@click.option('--disable-default-exception-handler', '-d', is_flag=True, help='Disable RQ default exception handler')
-@click.option('--disable-job-desc-logging', is_flag=True, help='Turn off description logging.')
+@clitools.shared_options('exception_handler', 'disable_default_exception_handler', 'disable_job_desc_logging')
 @click.option('--job-class', '-j', envvar='RQ_JOB_CLASS', show_envvar=True, help='Job class, as for aiorq worker')
 @click.option(
     '--worker-class', '-w', envvar='RQ_WORKER_CLASS', show_envvar=True, help='Worker class, as for aiorq worker'
