@@ -48,9 +48,7 @@ class ThroughputRecorder:
             return 0
         counts, self.pending = self.pending, Counter()
         try:
-            async with self.connection.pipeline(transaction=True) as pipe:
-                stats.buffer_counts(pipe, counts)
-                await pipe.execute()
+            await stats.write_counts(self.connection, counts)
         except BaseException:
             self._keep(counts)
             raise

@@ -52,6 +52,13 @@ def buffer_counts(pipe: Any, counts: Counts) -> None:
         pipe.expire(keys.throughput(minute), TTL)
 
 
+
+async def write_counts(conn: Any, counts: Counts) -> None:
+    """Write the counts in one ``MULTI`` (:func:`buffer_counts`); raises what Redis raises."""
+    async with conn.pipeline(transaction=True) as pipe:
+        buffer_counts(pipe, counts)
+        await pipe.execute()
+
 @dataclass
 class Throughput:
     """Counts per queue and kind, one per minute from ``first_minute`` on (oldest first)."""
