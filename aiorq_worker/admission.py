@@ -69,6 +69,10 @@ class Admission:
         self._blocked = False
         self._lost = False  # Redis failed us; the next call it answers counts as a reconnect
         self._idle_since = 0.0
+        # The last claim found the queues empty: the next admission goes straight to the
+        # blocking pop instead of first asking Redis again with a claim that would find nothing.
+        self._drained = False
+        self._unblock_owed = False  # an unblock asked for before the pop's connection id was known
         self.admitted = 0
 
     def _answered(self) -> None:
@@ -90,12 +94,24 @@ class Admission:
         self._wake.set()
 
     async def unblock(self) -> None:
-        """Wake a pop blocked in Redis (``CLIENT UNBLOCK`` from another connection)."""
-        if self._blocked and self._blocking_id is not None:
-            try:
-                await workers.unblock(self.connection, self._blocking_id)
-            except Exception:
-                logger.debug('CLIENT UNBLOCK failed', exc_info=True)
+        """Wake a pop blocked in Redis (``CLIENT UNBLOCK`` from another connection); asked
+        before the pop's connection id is known, it is sent as soon as it is."""
+        if not self._blocked:
+            return
+        if self._blocking_id is None:
+            self._unblock_owed = True
+            return
+        try:
+            await workers.unblock(self.connection, self._blocking_id)
+        except Exception:
+            logger.debug('CLIENT UNBLOCK failed', exc_info=True)
+
+    def _blocking_on(self, client_id: int) -> None:
+        """The pop's connection id, known once Redis runs the pop (it came in the same write)."""
+        self._blocking_id = client_id
+        if self._unblock_owed:
+            self._unblock_owed = False
+            asyncio.ensure_future(self.unblock())
 
     async def check_suspension(self, burst: bool) -> bool:
         """True while ``rq suspend`` is in force (state ``suspended`` when nothing runs).
@@ -168,9 +184,14 @@ class Admission:
         want = concurrency - self.inflight.count()
         if max_jobs is not None:
             want = min(want, max_jobs - self.admitted)
-        served, claimed, waiting = await self.claim(want)
+        served: list[str] = []
+        claimed, waiting = 0, False
+        if self._drained and not burst:
+            self._drained = False
+        else:
+            served, claimed, waiting = await self.claim(want)
         if not served:
-            found = await self._wait_for_job(burst, waiting, max_idle_time)
+            found = await self._wait_for_job(burst, waiting, max_idle_time, want)
             if found is STOP:
                 return True
             if not isinstance(found, tuple):
@@ -185,18 +206,22 @@ class Admission:
             return True
         return False
 
-    async def _wait_for_job(self, burst: bool, waiting: bool, max_idle_time: int | None) -> object:
-        """The queues had nothing to claim: wait for a job (blocking in Redis when nothing runs).
-        Returns (queues served, jobs admitted), None to go round again, or :data:`STOP`."""
+    async def _wait_for_job(self, burst: bool, waiting: bool, max_idle_time: int | None, want: int) -> object:
+        """The queues had nothing to claim: wait for a job (blocking in Redis when nothing runs)
+        and claim it with up to ``want - 1`` more. Returns (queues served, jobs admitted), None
+        to go round again, or :data:`STOP`."""
         if len(self.inflight):
             # Jobs are running: wait for one to end rather than block in Redis,
             # so burst mode and max_jobs see the queue state after each finish.
             if burst:
                 await self.inflight.changed()
                 return None
-        elif burst and not waiting:
-            return STOP
-        await self.status.write()
+        else:
+            if burst and not waiting:
+                return STOP
+            # Nothing runs: show ``idle`` before blocking (while jobs run, their claim wrote
+            # ``busy``, and the state clock writes the change once the last one ends).
+            await self.status.write()
         timeout = self._pop_timeout(waiting, max_idle_time)
         if timeout is None:
             return STOP
@@ -210,7 +235,11 @@ class Admission:
             # Popped while suspended or stopping: put it back rather than run it.
             await dequeue.push_back(self.connection, one[0], one[1], self.settings.single)
             return None
-        served, claimed, _ = await self.claim(0, [one])
+        # The popped id and up to want - 1 more in one call: fewer than asked means the queues
+        # were empty a moment ago, so the next admission blocks at once (one round trip per job
+        # on an idle worker, not two).
+        served, claimed, waiting = await self.claim(want - 1, [one])
+        self._drained = len(served) < want and not waiting
         return served, claimed
 
     def _pop_timeout(self, waiting: bool, max_idle_time: int | None) -> float | None:
@@ -240,15 +269,19 @@ class Admission:
     async def blocking_pop(self, timeout: float, burst: bool) -> tuple[str, str] | None:
         """Block in Redis for one id; suspension and shutdown wake it through ``CLIENT UNBLOCK``."""
         assert self._blocking is not None
-        self._blocking_id = await workers.blocking_client_id(self._blocking)
+        self._blocking_id = None
+        self._unblock_owed = False
         watcher = asyncio.ensure_future(self._watch_suspension())
         self._blocked = True
         try:
             if self.flags.stop_requested:
                 return None
-            return await dequeue.blocking_pop(self._blocking, self._ordered, timeout, self.settings.single)
+            return await dequeue.blocking_pop(
+                self._blocking, self._ordered, timeout, self.settings.single, client_id=self._blocking_on
+            )
         finally:
             self._blocked = False
+            self._blocking_id = None
             watcher.cancel()
 
     async def _watch_suspension(self) -> None:
@@ -278,7 +311,7 @@ class Admission:
         return served, len(claims) + len(broken), waiting
 
     async def _claim(
-        self, want: int, known: list[tuple[str, str]], exec_ids: list[str]
+        self, want: int, known: list[tuple[str, str]], exec_ids: dequeue.ExecutionIds
     ) -> tuple[list[dequeue.Claimed], list[dequeue.Broken], list[str], bool]:
         backoff = Backoff()
         uncertain = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -35,7 +36,9 @@ logger = logging.getLogger('aiorq.protocol')
 # known ids sit in the single queue's intermediate list), want, job key prefix, execution key
 # prefix, job executions key prefix and suffix, the default job timeout, the heartbeat slack,
 # the executions index slack (see defaults.py), number of known ids, then per known id: queue
-# index, job id; then the execution ids (known ones first, then one per id to pop).
+# index, job id; then the execution ids as a base and a count (id i is the base followed by i in 8
+# hex digits: known ones first, then one per id to pop; a count, not a list, so that asking for 100
+# ids costs the call two arguments).
 # Returns {rows, 1 if popping stopped at a job enqueued after the start time else 0}, a row per
 # job: {queue index (0: no longer started), job id, execution id, created_at, started_at, the job
 # hash before the start (empty if the hash vanished: nothing to run; for a repeated call, the
@@ -48,17 +51,22 @@ local default_timeout, slack, execs_slack = tonumber(ARGV[12]), tonumber(ARGV[13
 local nknown = tonumber(ARGV[15])
 local nqueues = (#KEYS - 2) / 3
 local first_exec = 16 + nknown * 2
-local mine = {}
-for i = first_exec, #ARGV do mine[ARGV[i]] = true end
+local base, nexec = ARGV[first_exec], tonumber(ARGV[first_exec + 1])
+local function exec_of(i) return base .. string.format('%08x', i) end
+local function is_mine(exec_id)
+    if #exec_id ~= #base + 8 or string.sub(exec_id, 1, #base) ~= base then return false end
+    local i = tonumber(string.sub(exec_id, #base + 1), 16)
+    return i ~= nil and i < nexec
+end
 local out = {}
 -- A call that started anything leaves its first execution id in the worker hash: only a retry
 -- of that call (its reply lost) finds it there and looks up what it started.
-local token = ARGV[first_exec]
+local token = exec_of(0)
 local replay = {}
 if redis.call('HGET', KEYS[1], 'aiorq_claim') == token then replay = redis.call('SMEMBERS', KEYS[2]) end
 for _, member in ipairs(replay) do
     local job_id, exec_id = string.match(member, '^(.+):([^:]+)$')
-    if exec_id and mine[exec_id] then
+    if exec_id and is_mine(exec_id) then
         local qi = 0
         for q = 1, nqueues do
             if redis.call('ZSCORE', KEYS[3 * q + 2], member) then qi = q end
@@ -106,7 +114,7 @@ local function start(q, job_id, exec_id, known, raw)
     table.insert(out, {q, job_id, exec_id, nowf, ts, raw})
 end
 for i = 0, nknown - 1 do
-    start(tonumber(ARGV[16 + i * 2]), ARGV[17 + i * 2], ARGV[first_exec + i], true)
+    start(tonumber(ARGV[16 + i * 2]), ARGV[17 + i * 2], exec_of(i), true)
 end
 local taken, fresh = 0, false
 for q = 1, nqueues do
@@ -126,7 +134,7 @@ for q = 1, nqueues do
             redis.call('LPUSH', KEYS[3 * q], job_id)
         else
             taken = taken + 1
-            start(q, job_id, ARGV[first_exec + nknown + taken - 1], false, raw)
+            start(q, job_id, exec_of(nknown + taken - 1), false, raw)
         end
     end
 end
@@ -261,8 +269,15 @@ async def pop(conn: Redis, queue_names: list[str], want: int, single: bool) -> l
     return [(queue_names[int(qi) - 1], as_text(job_id)) for qi, job_id in found]
 
 
-async def blocking_pop(conn: Redis, queue_names: list[str], timeout: float, single: bool) -> tuple[str, str] | None:
-    """``BLMOVE`` into the intermediate list (one queue) or ``BLPOP`` (several), as rq does.
+async def blocking_pop(
+    conn: Redis,
+    queue_names: list[str],
+    timeout: float,
+    single: bool,
+    client_id: Callable[[int], None] | None = None,
+) -> tuple[str, str] | None:
+    """``BLMOVE`` into the intermediate list (one queue) or ``BLPOP`` (several), as rq does;
+    ``client_id`` is told the id of the connection it blocks on (for ``CLIENT UNBLOCK``).
 
     The reply is awaited for the block's time plus :data:`POP_READ_MARGIN` (``conn`` has no socket
     timeout, so that the block is not cut): a server that stops answering (a partition, a host that
@@ -272,9 +287,11 @@ async def blocking_pop(conn: Redis, queue_names: list[str], timeout: float, sing
     if single:
         q = queue_names[0]
         args: tuple[Any, ...] = ('BLMOVE', keys.queue(q), keys.intermediate(q), 'LEFT', 'RIGHT', int(timeout))
-        job_id = await wire.blocking_command(conn, args, wait)
+        job_id = await wire.blocking_command(conn, args, wait, client_id)
         return None if job_id is None else (q, as_text(job_id))
-    result = await wire.blocking_command(conn, ('BLPOP', *[keys.queue(q) for q in queue_names], timeout), wait)
+    result = await wire.blocking_command(
+        conn, ('BLPOP', *[keys.queue(q) for q in queue_names], timeout), wait, client_id
+    )
     if result is None:
         return None
     return keys.queue_name(as_text(result[0])), as_text(result[1])
@@ -292,12 +309,28 @@ async def push_back(conn: Redis, queue_name: str, job_id: str, single: bool) -> 
         await pipe.execute()
 
 
-def new_execution_ids(count: int) -> list[str]:
+@dataclass(frozen=True)
+class ExecutionIds:
     """Execution ids for a claim, chosen before it is sent so that it can be sent again: 32 hex
     digits like rq's (``uuid4().hex``), 96 random bits shared by the claim and a counter, since
-    a claim asks for up to ``concurrency`` ids and most go unused when the queue runs dry."""
-    base = uuid.uuid4().hex[:24]
-    return [f'{base}{i:08x}' for i in range(count)]
+    a claim asks for up to ``concurrency`` ids and most go unused when the queue runs dry. The
+    script derives them from ``base`` and ``count`` (:data:`CLAIM_SCRIPT`)."""
+
+    base: str
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> str:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return f'{self.base}{i:08x}'
+
+
+def new_execution_ids(count: int) -> ExecutionIds:
+    """``count`` fresh execution ids for one claim."""
+    return ExecutionIds(uuid.uuid4().hex[:24], count)
 
 
 def _split(template: str) -> tuple[str, str]:
@@ -313,7 +346,7 @@ async def claim_executions(
     conn: Redis,
     worker_name: str,
     queue_names: list[str],
-    exec_ids: list[str],
+    exec_ids: ExecutionIds,
     *,
     want: int = 0,
     known: list[tuple[str, str]] | None = None,
@@ -335,7 +368,8 @@ async def claim_executions(
     ks = [keys.worker(worker_name), keys.worker_executions(worker_name)]
     for q in queue_names:
         ks += [keys.queue(q), keys.intermediate(q), keys.registry('started', q)]
-    argv = _claim_argv(worker_name, queue_names, ts_dt, interval, single, want, known) + exec_ids
+    argv = _claim_argv(worker_name, queue_names, ts_dt, interval, single, want, known)
+    argv += [exec_ids.base, exec_ids.count]
     rows, waiting = await wire.run_script(conn, CLAIM_SCRIPT, ks, argv)
     started: list[Claimed] = []
     broken: list[Broken] = []

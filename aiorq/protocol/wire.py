@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -214,13 +215,23 @@ async def run_script(client: Redis, source: str, keys: list[str], args: list[Any
     return await sender.call(source, keys, args)
 
 
-async def blocking_command(client: Redis, args: tuple[Any, ...], wait: float) -> Any:
+async def blocking_command(
+    client: Redis, args: tuple[Any, ...], wait: float, client_id: Callable[[int], None] | None = None
+) -> Any:
     """One command that waits in Redis (``XREAD BLOCK``) on a pooled connection, its reply read
     with ``wait`` as the time limit instead of the client's ``socket_timeout`` (redis.asyncio's
     default, 5 s, would cut a longer wait; a connection of its own per wait costs a handshake).
-    The raw reply is returned (RESP2 or RESP3 shape, as the connection speaks)."""
+    The raw reply is returned (RESP2 or RESP3 shape, as the connection speaks).
+
+    ``client_id``, when given, is told the connection's ``CLIENT ID`` (for ``CLIENT UNBLOCK``):
+    sent in the same write just before the command, so it names the connection the command
+    blocks on, without a round trip of its own; Redis runs both in one go, so when the id is
+    known the command is already waiting."""
     kwargs = client.connection_pool.connection_kwargs
-    packed = pack(args, kwargs.get('encoding', 'utf-8'), kwargs.get('encoding_errors', 'strict'))
+    encoding, errors = kwargs.get('encoding', 'utf-8'), kwargs.get('encoding_errors', 'strict')
+    packed = pack(args, encoding, errors)
+    if client_id is not None:
+        packed = pack(('CLIENT', 'ID'), encoding, errors) + packed
     pool = client.connection_pool
     connection = await _connection(pool)
     try:
@@ -228,6 +239,8 @@ async def blocking_command(client: Redis, args: tuple[Any, ...], wait: float) ->
         try:
             # read_response's own timeout replaces the socket timeout, but when it expires it
             # returns None, like a nil reply: the outer limit, a second shorter, decides instead.
+            if client_id is not None:
+                client_id(int(await asyncio.wait_for(connection.read_response(timeout=wait + 1), wait)))
             return await asyncio.wait_for(connection.read_response(timeout=wait + 1), wait)
         except asyncio.TimeoutError:
             raise RedisTimeoutError(f'no reply from Redis within {wait:.0f} s') from None

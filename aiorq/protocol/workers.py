@@ -333,11 +333,6 @@ def heartbeat_sync(
     return gone
 
 
-async def blocking_client_id(conn: Redis) -> int:
-    """The id of the connection a blocking pop will run on, for :func:`unblock`."""
-    return int(await conn.client_id())
-
-
 async def unblock(conn: Redis, client_id: int) -> None:
     """``CLIENT UNBLOCK``: wake a pop blocked on another connection (it returns as if timed out)."""
     await conn.client_unblock(client_id)
