@@ -8,7 +8,7 @@ unpickle is kept as the raw bytes that rq's own save writes back unchanged. The 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -142,27 +142,39 @@ def buffer_requeue(sink: Any, job: RQJob, registry_key: str) -> None:
     sink.zrem(registry_key, job.id)
 
 
-async def _ids(conn: Redis, key: str, skip: int, count: int) -> list[str]:
-    return [as_text(m) for m in cast(list[bytes], await conn.zrange(key, skip, skip + count - 1))]
+class _Walk:
+    """The members a registry holds when the walk starts, oldest first, in batches; a member the
+    caller leaves in the registry (``left()``) is stepped over by the next batch."""
+
+    def __init__(self, conn: Redis, key: str, batch: int | None) -> None:
+        self.conn, self.key, self.batch = conn, key, batch or BATCH
+        self.skip = 0
+
+    def left(self) -> None:
+        self.skip += 1
+
+    async def batches(self) -> AsyncIterator[list[str]]:
+        budget = int(await self.conn.zcard(self.key))
+        while budget > 0:
+            count = min(self.batch, budget)
+            members = cast(list[bytes], await self.conn.zrange(self.key, self.skip, self.skip + count - 1))
+            if not members:
+                return
+            budget -= len(members)
+            yield [as_text(m) for m in members]
 
 
 async def bulk_requeue(conn: Redis, queue_name: str, kind: str = 'failed', batch: int | None = None) -> BulkResult:
     """Requeue every job that is in the registry when this starts (oldest first, as a loop over
     rq's ``registry.requeue`` would), one guarded script call per batch."""
     key = keys.registry(kind, queue_name)
-    batch = batch or BATCH
-    result = BulkResult()
-    budget, skip = int(await conn.zcard(key)), 0
-    while budget > 0:
-        ids = await _ids(conn, key, skip, min(batch, budget))
-        if not ids:
-            break
-        budget -= len(ids)
+    result, walk = BulkResult(), _Walk(conn, key, batch)
+    async for ids in walk.batches():
         sections: list[Batch] = []
         for job in await _restore_many(conn, ids):
             if job is None:  # as rq's requeue would raise NoSuchJobError: left where it is
                 result.skipped += 1
-                skip += 1
+                walk.left()
             elif job.has_rate_limit:  # through the limiter, as rq's requeue
                 try:
                     await jobs.requeue(conn, job, key)
@@ -205,14 +217,8 @@ async def bulk_delete(conn: Redis, queue_name: str, kind: str = 'failed', batch:
     would: one read pipeline and one MULTI per batch (jobs with executions, a rate limit or a
     group go through rq's full delete, one by one)."""
     key = keys.registry(kind, queue_name)
-    batch = batch or BATCH
-    result = BulkResult()
-    budget, skip = int(await conn.zcard(key)), 0
-    while budget > 0:
-        ids = await _ids(conn, key, skip, min(batch, budget))
-        if not ids:
-            break
-        budget -= len(ids)
+    result, walk = BulkResult(), _Walk(conn, key, batch)
+    async for ids in walk.batches():
         async with conn.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(keys.job(job_id))
@@ -224,7 +230,7 @@ async def bulk_delete(conn: Redis, queue_name: str, kind: str = 'failed', batch:
             for item in found:
                 if item is None:
                     result.skipped += 1
-                    skip += 1
+                    walk.left()
                 elif _plain_delete(*item):
                     buffer_delete_plain(pipe, item[0])
                     result.done += 1
@@ -237,5 +243,5 @@ async def bulk_delete(conn: Redis, queue_name: str, kind: str = 'failed', batch:
                 result.done += 1
             except Exception as e:  # what rq's delete raises for this job (a missing group …)
                 result.errors.append(f'{job.id}: {type(e).__name__}: {e}')
-                skip += 1
+                walk.left()
     return result
