@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
+import socket
+import threading
 import time
+from collections.abc import Callable
 
 import redis
 import rq
 import tasks
 from redis.asyncio import Redis
+from redis_server import RedisServer
 
 from aiorq.protocol import dequeue
 from aiorq_worker import Worker
@@ -25,14 +28,51 @@ JOBS = 8
 
 
 def blocked_in_pop(sync_conn: redis.Redis) -> bool:
-    return any(c.get('cmd') in ('blmove', 'blpop') for c in sync_conn.client_list())
+    """A connection waits in a pop now (``cmd`` alone is its last command, done or not)."""
+    return any(c.get('cmd') in ('blmove', 'blpop') and 'b' in c.get('flags', '') for c in sync_conn.client_list())
 
 
-async def wait_until(check: object, timeout: float = 10.0) -> None:
+async def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, 'timed out'
         await asyncio.sleep(0.01)
+
+
+class Monitor:
+    """Redis's ``MONITOR`` on a socket of its own, read by a thread until :meth:`stop`."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=5)
+        self.data = bytearray()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+
+    def start(self) -> None:
+        self.sock.sendall(b'MONITOR\r\n')
+        while b'+OK\r\n' not in self.data:
+            self.data += self.sock.recv(65536)
+        self.thread.start()
+
+    def _read(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stopping.is_set():
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            self.data += chunk
+
+    def stop(self) -> list[str]:
+        """Every line logged so far (given a moment to arrive)."""
+        if self.thread.is_alive():
+            time.sleep(0.3)
+            self.stopping.set()
+            self.thread.join(5)
+        self.sock.close()
+        return self.data.decode(errors='replace').split('\r\n')
 
 
 def worker_commands(lines: list[str]) -> list[tuple[str, str]]:
@@ -51,37 +91,31 @@ def worker_commands(lines: list[str]) -> list[tuple[str, str]]:
 
 
 async def test_an_idle_worker_spends_one_pop_and_one_claim_per_job(
-    conn: Redis, sync_conn: redis.Redis, redis_server: object
+    conn: Redis, sync_conn: redis.Redis, redis_server: RedisServer
 ) -> None:
     claim_sha = hashlib.sha1(dequeue.CLAIM_SCRIPT.encode()).hexdigest().upper()
     worker = Worker('q', connection=conn, name='idle', concurrency=10)
     running = asyncio.ensure_future(worker.work())
-    port = str(redis_server.port)  # type: ignore[attr-defined]
-    monitor = None
+    monitor = Monitor(redis_server.port)
     try:
         await wait_until(lambda: blocked_in_pop(sync_conn))
-        monitor = subprocess.Popen(['redis-cli', '-p', port, 'monitor'], stdout=subprocess.PIPE, text=True)
-        await asyncio.sleep(0.3)  # MONITOR attached
+        monitor.start()
         q = rq.Queue('q', connection=sync_conn)
         for i in range(JOBS):
             job = q.enqueue(tasks.async_add, i, 1)
-            await wait_until(lambda: job.get_status(refresh=True) == 'finished')
+            await wait_until(lambda job=job: job.get_status(refresh=True) == 'finished')
             await wait_until(lambda: blocked_in_pop(sync_conn))
-        await asyncio.sleep(0.2)
     finally:
+        lines = monitor.stop()
         worker.request_stop()
         await asyncio.wait_for(running, 10)
-        if monitor is not None:
-            monitor.terminate()
-    assert monitor is not None
-    out, _ = monitor.communicate(timeout=10)
-    commands = worker_commands(out.splitlines())
+    commands = worker_commands(lines)
     claims = [c for c in commands if c[1] == f'EVALSHA {claim_sha}']
     pops = [i for i, c in enumerate(commands) if c[1] == 'BLMOVE']
     # Each job: the pop that took it, then one claim for it (and whatever else was queued by
     # then: nothing); no claim that finds the queues empty before the worker blocks again.
     assert len(claims) == JOBS, commands
-    assert len(pops) == JOBS  # after each job (the first pop began before MONITOR did)
+    assert len(pops) == JOBS, commands  # after each job (the first pop began before MONITOR did)
     # The id of the pop's connection (for CLIENT UNBLOCK) rides in the pop's own write: no round
     # trip of its own, so nothing of that connection's runs between the two.
     for i in pops:
