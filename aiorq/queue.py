@@ -23,6 +23,7 @@ from . import tracing as _tracing
 from ._awaitable import AwaitableProperty, refuse
 from .connections import current_connection_or_none, resolve_connection
 from .job import Job, _unwrap_dependencies, checked_job_class
+from .protocol.lean_enqueue import Maker, plain_options
 from .registry import (
     CanceledJobRegistry,
     DeferredJobRegistry,
@@ -125,6 +126,7 @@ class Queue:
         self.serializer = resolve_serializer(serializer)
         self._codec = p.codec.codec_queue(name, self.serializer, default_timeout)
         self._default_timeout: int = self._codec._default_timeout
+        self._maker = Maker(name, self._codec.serializer, self._default_timeout)
         self.job_class: type[Job] = checked_job_class(job_class)
         # A queue with such a name can be read (its keys may exist), never written to.
         self._reserved = p.keys.reserved_queue_name(name)
@@ -290,6 +292,41 @@ class Queue:
             _tracing.inject(rq_job)  # the enqueuing trace, carried in meta to the worker
         return self.job_class._wrap(rq_job, self._connection)
 
+    def _lean_job(
+        self,
+        func: Any,
+        args: Any,
+        kwargs: Any,
+        timeout: Any = None,
+        result_ttl: Any = None,
+        ttl: Any = None,
+        failure_ttl: Any = None,
+        description: str | None = None,
+        job_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+        group_id: str | None = None,
+    ) -> Job:
+        """:meth:`_create_job` (status ``queued``) for a call ``lean_enqueue``'s rule lets through:
+        the same job, made without rq's ``create_job``."""
+        self._refuse_reserved()
+        check_importable(func)
+        rq_job = self._maker.job(
+            func,
+            args,
+            kwargs,
+            timeout=timeout,
+            result_ttl=result_ttl,
+            ttl=ttl,
+            failure_ttl=failure_ttl,
+            description=description,
+            job_id=job_id,
+            meta=meta,
+            group_id=group_id,
+        )
+        if _tracing.ENABLED:
+            _tracing.inject(rq_job)
+        return self.job_class._wrap(rq_job, self._connection)
+
     # Typed for the result only: the arguments share ``kwargs`` with rq's options, so only
     # ``@job``'s ``delay`` and ``options(...).delay`` check them (docs/typed-tasks.md).
     @overload
@@ -360,6 +397,9 @@ class Queue:
         if unique and not job_id:
             raise ValueError('unique=True requires an explicit job_id')
         plain = pipeline is None and not unique and depends_on is None and rate_limit is None
+        if plain and plain_options(depends_on, retry, repeat, on_success, on_failure, on_stopped, webhooks, rate_limit):
+            job = self._lean_job(func, args, kwargs, timeout, result_ttl, ttl, failure_ttl, description, job_id, meta)
+            return await self.enqueue_job(job, at_front=at_front)
         # A plain job is serialized once, by the one-round-trip write, before anything is sent.
         job = (self._create_job if plain else self.create_job)(
             func,
@@ -407,44 +447,71 @@ class Queue:
     ) -> list[Job]:
         """Enqueue many jobs at once; ``group_id`` is stored on each job as rq does."""
         seen: set[str] = set()
-        items: list[tuple[Job, bool]] = []
         datas = list(job_datas)
         # A batch without dependencies is written in one call that serializes every job before
         # anything is sent; any other batch is checked job by job as it is created.
-        create = self._create_job if pipeline is None and not any(d.depends_on for d in datas) else self.create_job
+        lean = pipeline is None and not any(d.depends_on for d in datas)
+        items: list[tuple[Job, bool]] = []
         for data in datas:
             if data.job_id is not None:
                 if data.job_id in seen:
                     raise ValueError(f"Job ID '{data.job_id}' appears more than once in enqueue_many()")
                 seen.add(data.job_id)
-            status = JobStatus.DEFERRED if data.depends_on else JobStatus.QUEUED
-            job = create(
-                data.func,
-                args=data.args,
-                kwargs=data.kwargs,
-                result_ttl=data.result_ttl,
-                ttl=data.ttl,
-                failure_ttl=data.failure_ttl,
-                description=data.description,
-                depends_on=data.depends_on,
-                job_id=data.job_id,
-                meta=data.meta,
-                status=status,
-                timeout=data.timeout,
-                retry=data.retry,
-                on_success=data.on_success,
-                on_failure=data.on_failure,
-                on_stopped=data.on_stopped,
-                webhooks=data.webhooks,
-                group_id=group_id,
-                repeat=data.repeat,
-            )
-            items.append((job, bool(data.at_front)))
-        by_id = {job.id: job for job, _ in items}
+            items.append((self._many_item(data, group_id, lean), bool(data.at_front)))
+        # The protocol layer returns the same rq jobs in its own order: found by identity.
+        by_rq = {id(job._rq): job for job, _ in items}
         done = await p.enqueue.enqueue_many(
             self.connection, [(j._rq, f) for j, f in items], self.name, self._default_timeout, pipeline=pipeline
         )
-        return [by_id[r.id] for r in done]
+        return [by_rq[id(r)] for r in done]
+
+    def _many_item(self, data: EnqueueData, group_id: str | None, lean: bool) -> Job:
+        """The job of one :meth:`enqueue_many` item: lean when the batch is written in one call
+        (serialized before anything is sent) and ``lean_enqueue``'s rule lets the item through."""
+        if lean and plain_options(
+            data.depends_on,
+            data.retry,
+            data.repeat,
+            data.on_success,
+            data.on_failure,
+            data.on_stopped,
+            data.webhooks,
+            None,
+        ):
+            return self._lean_job(
+                data.func,
+                data.args,
+                data.kwargs,
+                data.timeout,
+                data.result_ttl,
+                data.ttl,
+                data.failure_ttl,
+                data.description,
+                data.job_id,
+                data.meta,
+                group_id,
+            )
+        return (self._create_job if lean else self.create_job)(
+            data.func,
+            args=data.args,
+            kwargs=data.kwargs,
+            result_ttl=data.result_ttl,
+            ttl=data.ttl,
+            failure_ttl=data.failure_ttl,
+            description=data.description,
+            depends_on=data.depends_on,
+            job_id=data.job_id,
+            meta=data.meta,
+            status=JobStatus.DEFERRED if data.depends_on else JobStatus.QUEUED,
+            timeout=data.timeout,
+            retry=data.retry,
+            on_success=data.on_success,
+            on_failure=data.on_failure,
+            on_stopped=data.on_stopped,
+            webhooks=data.webhooks,
+            group_id=group_id,
+            repeat=data.repeat,
+        )
 
     async def enqueue_at(self, datetime: datetime, f: Any, *args: Any, **kwargs: Any) -> Job[Any]:
         """Schedule ``f`` for ``datetime`` (naive means local time, as in rq)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import calendar
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ from rq.job import JobStatus
 from rq.scripts import _build_hset_args
 from rq.utils import current_timestamp, now, utcformat
 
-from . import keys, scripts, wire
+from . import keys, lean_enqueue, scripts, wire
 from .codec import checked_mapping, mapping, parse_status, save
 
 Pipe = Pipeline
@@ -95,7 +95,10 @@ def is_plain(job: RQJob) -> bool:
 
 
 def _fields(job: RQJob) -> list[Any]:
-    """The job's HSET field/value items, ``status`` first (where rq's separate HSET puts it)."""
+    """The job's HSET field/value items, ``status`` first (where rq's separate HSET puts it);
+    by the lean encoder when it writes what ``to_dict()`` would (``lean_enqueue.encodable``)."""
+    if lean_enqueue.encodable(job):
+        return _lean(lean_enqueue.fields, job)
     fields = checked_mapping(job)
     items: list[Any] = ['status', fields['status']]
     for name, value in fields.items():
@@ -103,6 +106,24 @@ def _fields(job: RQJob) -> list[Any]:
             items.append(name)
             items.append(value)
     return items
+
+
+def _lean(encode: Callable[[RQJob], list[Any]], job: RQJob) -> list[Any]:
+    """A lean encoder's output, failing as :func:`checked_mapping` fails."""
+    try:
+        return encode(job)
+    except Exception as e:
+        raise TypeError(f'Job for {job.func_name} cannot be serialized with {job.serializer!r}: {e}') from e
+
+
+def _add_lean(ks: list[str], args: list[Any], job: RQJob, at_front: bool) -> None:
+    """A job's keys and arguments for ``lean_enqueue.ENQUEUE_MANY_SCRIPT``."""
+    job_id = job.id
+    ttl = job.ttl or 0
+    args += [job_id, 'L' if at_front else 'R', ttl, *_lean(lean_enqueue.template, job)]
+    ks.append(keys.job(job_id))
+    if ttl > 0:
+        ks += [keys.dependents(job_id), keys.dependencies(job_id)]
 
 
 async def enqueue_many_plain(
@@ -113,8 +134,14 @@ async def enqueue_many_plain(
     queue_key = keys.queue(queue_name)
     ks: list[str] = [keys.QUEUES, queue_key]
     args: list[Any] = [queue_key]
-    for job, at_front in jobs_and_fronts:
+    for job, _ in jobs_and_fronts:
         prepare_for_queue(job, queue_name, default_timeout)
+    if all(lean_enqueue.encodable(job) for job, _ in jobs_and_fronts):
+        for job, at_front in jobs_and_fronts:
+            _add_lean(ks, args, job, at_front)
+        await wire.run_script(conn, lean_enqueue.ENQUEUE_MANY_SCRIPT, ks, args)
+        return [job for job, _ in jobs_and_fronts]
+    for job, at_front in jobs_and_fronts:
         items = _fields(job)
         job_id = job.id
         ks += [keys.job(job_id), keys.dependents(job_id), keys.dependencies(job_id)]

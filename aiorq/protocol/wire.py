@@ -28,6 +28,7 @@ from ..connections import CheckedConnectionPool, reopen_if_closed
 from . import scripts
 
 _UNREAD: Any = object()
+_RESP2 = (2, '2', None)
 
 
 _c_pack: Any
@@ -86,10 +87,23 @@ async def _connection(pool: Any) -> Any:
     return connection
 
 
+def _never() -> bool:
+    return False
+
+
+async def _unread(connection: Any) -> bool:
+    """The pool's checkout check: data nobody asked for is waiting (or the server closed)."""
+    check = getattr(connection, 'can_read', None) or connection.can_read_destructive  # renamed in redis-py 8
+    try:
+        return bool(await check())
+    except (RedisConnectionError, OSError):
+        return True
+
+
 class _Call:
     __slots__ = ('source', 'packed', 'future', 'reply')
 
-    def __init__(self, source: str, packed: bytes, future: asyncio.Future[Any]):
+    def __init__(self, source: str, packed: bytes, future: asyncio.Future[Any] | None):
         self.source = source
         self.packed = packed
         self.future = future
@@ -108,14 +122,19 @@ class _Sender:
         self.errors = kwargs.get('encoding_errors', 'strict')
         self.busy = False
         self.queued: list[_Call] = []
+        # The connection of the last write, kept until the loop's next turn: a caller that sends
+        # again at once (a loop of awaited enqueues) skips the pool's checkout and release.
+        self.held: Any = None
+        self.giving_back = False
+        self.releaser: asyncio.Task[Any] | None = None  # held, as the drainer
 
     async def call(self, source: str, keys: list[str], args: list[Any]) -> Any:
         packed = pack(('EVALSHA', scripts.sha(source), len(keys), *keys, *args), self.encoding, self.errors)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        call = _Call(source, packed, future)
         if self.busy:
+            call = _Call(source, packed, self.loop.create_future())
             self.queued.append(call)
-            return await future
+            return await call.future  # type: ignore[misc]
+        call = _Call(source, packed, None)
         self.busy = True
         try:
             await self._send([call])
@@ -137,14 +156,16 @@ class _Sender:
                 await self._send(batch)
                 await self._resend_forgotten(batch)
                 for call in batch:
+                    future = call.future
+                    assert future is not None  # every queued call has one
                     try:
                         value = self._settle(call)
                     except Exception as e:  # handed to its caller
-                        if not call.future.done():
-                            call.future.set_exception(e)
+                        if not future.done():
+                            future.set_exception(e)
                     else:
-                        if not call.future.done():
-                            call.future.set_result(value)
+                        if not future.done():
+                            future.set_result(value)
         finally:
             self.busy = False
 
@@ -153,11 +174,12 @@ class _Sender:
         connection as the exception its caller gets)."""
         pool = self.client.connection_pool
         try:
-            connection = await _connection(pool)
+            connection = await self._checkout(pool)
         except Exception as e:
             for call in batch:
                 call.reply = e
             return
+        kept = False
         try:
             await connection.send_packed_command(b''.join(c.packed for c in batch))
             for call in batch:
@@ -165,6 +187,8 @@ class _Sender:
                     call.reply = await connection.read_response()
                 except ResponseError as e:  # a reply, read whole: the stream is still in step
                     call.reply = e
+            self._hold(connection)  # every reply read: in step for the next write
+            kept = True
         except BaseException as e:
             # A write or read cut short leaves the connection's stream out of step.
             await connection.disconnect()
@@ -174,7 +198,46 @@ class _Sender:
             if not isinstance(e, Exception):
                 raise
         finally:
+            if not kept:
+                await pool.release(connection)
+
+    async def _checkout(self, pool: Any) -> Any:
+        """The connection for the next write: the one still held from the last write, else one
+        from the pool. A held connection gets the checks the pool's checkout gives: connected,
+        not closed by the server (checked before every write, see ``reopen_if_closed``), no
+        unread data: every reply to the last write was read, and a RESP2 server sends nothing
+        else; a RESP3 one may push messages, so its connection is checked as the pool checks."""
+        connection, self.held = self.held, None
+        if connection is None:
+            return await _connection(pool)
+        if getattr(connection, 'should_reconnect', _never)():  # redis-py 8: the pool's release renews it
             await pool.release(connection)
+            return await _connection(pool)
+        try:
+            if connection.is_connected:
+                await reopen_if_closed(connection)
+                if getattr(connection, 'protocol', 2) not in _RESP2 and await _unread(connection):
+                    await connection.disconnect()  # not in step: start afresh
+            if not connection.is_connected:
+                await connection.connect()
+        except BaseException:
+            await pool.release(connection)
+            raise
+        return connection
+
+    def _hold(self, connection: Any) -> None:
+        """Keep ``connection`` for a write that starts before the loop's next turn; give it back
+        to the pool on that turn."""
+        self.held = connection
+        if not self.giving_back:
+            self.giving_back = True
+            self.loop.call_soon(self._give_back)
+
+    def _give_back(self) -> None:
+        self.giving_back = False
+        connection, self.held = self.held, None
+        if connection is not None:
+            self.releaser = self.loop.create_task(self.client.connection_pool.release(connection))
 
     async def _resend_forgotten(self, batch: list[_Call]) -> None:
         """Calls refused with NOSCRIPT (a restarted or flushed server) ran nothing: load their
