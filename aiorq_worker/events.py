@@ -8,8 +8,10 @@ raises is logged and does not disturb the job or the other listeners.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+from collections.abc import Callable
 from enum import Enum
 from typing import Any, Protocol
 
@@ -43,17 +45,14 @@ class Ending(Enum):
     STOPPED = ('Job stopped', 'stopped', True)
     CANCELLED = ('Job cancelled by cold shutdown', 'cancelled', True)
 
-    @property
-    def line(self) -> str:
-        return str(self.value[0])
+    # Plain attributes, set once below: an Enum's ``value`` is a descriptor, read per job.
+    line: str
+    kind: str
+    error: bool
 
-    @property
-    def kind(self) -> str:
-        return str(self.value[1])
 
-    @property
-    def error(self) -> bool:
-        return bool(self.value[2])
+for _ending in Ending:
+    _ending.line, _ending.kind, _ending.error = _ending.value
 
 
 class Listener:
@@ -85,19 +84,52 @@ class Listener:
         """Admission reached Redis again after losing it."""
 
 
+_EVENTS = ('job_started', 'job_raised', 'job_ended', 'job_left', 'job_abandoned', 'loop_blocked', 'reconnected')
+
+
+def _heard(event: str) -> Callable[[Any], tuple[Any, Any] | None]:
+    """What calls ``listener``'s ``event``: None when it is :class:`Listener`'s no-op; a listener
+    without the method gets a call that raises, as looking it up per event did (and is logged)."""
+
+    def heard(listener: Any) -> tuple[Any, Any] | None:
+        method = getattr(listener, event, None)
+        if method is None:
+            return listener, functools.partial(_missing, listener, event)
+        if getattr(method, '__func__', None) is getattr(Listener, event):
+            return None
+        return listener, method
+
+    return heard
+
+
+def _missing(listener: Any, event: str, *_: Any) -> None:
+    getattr(listener, event)  # raises AttributeError
+
+
 class Events(Listener):
     """Hands each event to every registered listener, in order."""
 
     def __init__(self, *listeners: Listener) -> None:
         self.listeners = list(listeners)
+        self._planned: list[Listener] = []
+        self._plan: dict[str, list[tuple[Any, Any]]] = {}
 
     def add(self, listener: Listener) -> None:
         self.listeners.append(listener)
 
+    def _handlers(self, event: str) -> list[tuple[Any, Any]]:
+        """(listener, method) for each listener that hears ``event``: those that do not override
+        it are left out (three events per job would otherwise call every listener's no-op).
+        Made again whenever ``listeners`` changed (a plain list: callers may change it in place)."""
+        if self.listeners != self._planned:
+            self._planned = list(self.listeners)
+            self._plan = {name: [h for h in map(_heard(name), self._planned) if h is not None] for name in _EVENTS}
+        return self._plan[event]
+
     def _each(self, event: str, *args: Any) -> None:
-        for listener in self.listeners:
+        for listener, method in self._handlers(event):
             try:
-                getattr(listener, event)(*args)
+                method(*args)
             except Exception:
                 logger.exception('Listener %r failed on %s', listener, event)
 

@@ -25,7 +25,7 @@ class Execution(Claimed):
 
     @classmethod
     def claimed(cls, claim: Claimed) -> Execution:
-        return cls(**{f.name: getattr(claim, f.name) for f in fields(Claimed) if f.name != '_lock'})
+        return cls(**{name: getattr(claim, name) for name in _CLAIMED_FIELDS})
 
     def call(self) -> Call:
         """The decoded call (function name, instance, arguments), decoded once."""
@@ -51,3 +51,6 @@ class Execution(Claimed):
     def beat(self) -> Beat:
         """What the heartbeat thread needs of it (read once, on the thread that asks)."""
         return Beat(self.job_id, self.id, self.queue, self.started_at, self.timeout)
+
+
+_CLAIMED_FIELDS = tuple(f.name for f in fields(Claimed) if f.name != '_lock')  # what a claim hands on

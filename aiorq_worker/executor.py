@@ -9,8 +9,10 @@ import contextvars
 import copy
 import inspect
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -71,36 +73,133 @@ def timed_out(limit: float) -> ExcInfo:
         return sys.exc_info()
 
 
+if sys.version_info >= (3, 11):  # a task's count of cancel requests, which asyncio.timeout keeps
+
+    def _cancelling(task: asyncio.Task[Any]) -> int:
+        return task.cancelling()
+
+    def _uncancel(task: asyncio.Task[Any]) -> int:
+        return task.uncancel()
+
+else:
+
+    def _cancelling(task: asyncio.Task[Any]) -> int:
+        return 0
+
+    def _uncancel(task: asyncio.Task[Any]) -> int:
+        return 0
+
+
+class _Limit:
+    """A task's time limit as one timer handle: at the limit the task is cancelled, and
+    :meth:`close` tells whether the ``CancelledError`` it ends with is the limit's (then the
+    caller raises ``asyncio.TimeoutError``). The semantics of ``asyncio.timeout`` (3.11: a cancel
+    requested by someone else as well stays a cancel; the limit's own cancel is uncounted), at
+    a third of its cost: no context manager, no state machine."""
+
+    __slots__ = ('task', 'cancelling', 'expired', 'handle')
+
+    def __init__(self, task: asyncio.Task[Any], delay: float) -> None:
+        self.task = task
+        self.cancelling = _cancelling(task)
+        self.expired = False
+        loop = task.get_loop()
+        self.handle = loop.call_at(loop.time() + delay, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+    def close(self, exc_type: type[BaseException] | None) -> bool:
+        """The call is over (``exc_type``: what it raised): True when it ended by the limit."""
+        self.handle.cancel()
+        if not self.expired:
+            return False
+        if _uncancel(self.task) > self.cancelling:
+            return False  # cancelled by someone else too: that cancel wins
+        return exc_type is asyncio.CancelledError
+
+
 class _Deadline:
-    """``asyncio.timeout`` for Python 3.10: the awaited coroutine stays in the caller's task.
-    (``wait_for`` runs it in a task of its own, and a ``SystemExit`` raised there would escape
-    to the loop and end the worker instead of failing the job.)"""
+    """``asyncio.timeout`` (one :class:`_Limit`): the awaited coroutine stays in the caller's
+    task. (``wait_for`` runs it in a task of its own, and a ``SystemExit`` raised there would
+    escape to the loop and end the worker instead of failing the job.)"""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
-        self.expired = False
 
     async def __aenter__(self) -> None:
         task = asyncio.current_task()
         assert task is not None
-
-        def expire() -> None:
-            self.expired = True
-            task.cancel()
-
-        self.handle = asyncio.get_running_loop().call_later(self.delay, expire)
+        self.limit = _Limit(task, self.delay)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
-        self.handle.cancel()
-        if self.expired and exc_type is asyncio.CancelledError:
+        if self.limit.close(exc_type):
             raise asyncio.TimeoutError from None
 
 
 def deadline(delay: float) -> Any:
     """An async context manager that raises ``asyncio.TimeoutError`` after ``delay`` seconds."""
-    if sys.version_info >= (3, 11):
-        return asyncio.timeout(delay)
     return _Deadline(delay)
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    """A thread's time limit: its caller stops waiting (the thread runs on)."""
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
+
+
+class _Raised:
+    """A call's exception, handed back as a value: ``Future.set_exception`` refuses some
+    (``StopIteration``), and the caller re-raises it with its traceback either way."""
+
+    __slots__ = ('error',)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_NEVER_RAN = object()  # a work item the pool cancelled (shut down) before it ran
+
+
+class Handoff:
+    """Hands the outcomes of calls run in pool threads back to the loop, in batches: a thread
+    appends its outcome and wakes the loop (one ``call_soon_threadsafe``) only when it is the
+    first since the loop last took them, so a burst of completions costs one wake-up.
+
+    Each call has two futures: ``ran``, resolved (to None) once its thread returned, whatever
+    happened to the caller (the runner counts a thread that outlived its execution by it), and
+    ``waiter``, what the caller awaits: the call's value or :class:`_Raised`, unless the caller
+    gave up first (its time limit, a cancel)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.outcomes: list[tuple[asyncio.Future[Any] | None, asyncio.Future[Any], Any]] = []
+
+    def complete(self, ran: asyncio.Future[Any] | None, waiter: asyncio.Future[Any], outcome: Any) -> None:
+        """From a pool thread (or a cancelled work item's callback): the call's outcome."""
+        with self.lock:
+            self.outcomes.append((ran, waiter, outcome))
+            first = len(self.outcomes) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self.deliver)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+    def deliver(self) -> None:
+        with self.lock:
+            outcomes, self.outcomes = self.outcomes, []
+        for ran, waiter, outcome in outcomes:
+            if ran is not None and not ran.done():
+                ran.set_result(None)
+            if waiter.done():
+                continue  # the caller gave up (time limit, cancel): the outcome is dropped
+            if outcome is _NEVER_RAN:
+                waiter.cancel()
+            else:
+                waiter.set_result(outcome)
 
 
 @dataclass(eq=False)
@@ -144,6 +243,7 @@ class Executor:
         self.frames = frames
         self.worker = worker
         self.process_pool: ProcessPool | None = None
+        self._handoff: Handoff | None = None
 
     # -- the job made current ------------------------------------------------------------------
 
@@ -181,26 +281,64 @@ class Executor:
 
     def in_context(self, ctx: contextvars.Context, target: Current, fn: Callable[[], Any]) -> Any:
         """Call ``fn`` in ``ctx`` (a copy of the caller's context) with the job made current."""
+        return ctx.run(self._current_call, target, fn)
 
-        def run() -> Any:
-            self.make_current(target)
-            return fn()
-
-        return ctx.run(run)
+    def _current_call(self, target: Current, fn: Callable[[], Any]) -> Any:
+        self.make_current(target)
+        return fn()
 
     # -- where a call runs ---------------------------------------------------------------------
+
+    def handoff(self) -> Handoff:
+        """The running loop's :class:`Handoff` (made on first use)."""
+        loop = asyncio.get_running_loop()
+        handoff = self._handoff
+        if handoff is None or handoff.loop is not loop:
+            handoff = self._handoff = Handoff(loop)
+        return handoff
 
     async def in_thread(
         self, target: Current, fn: Callable[[], Any], timeout: float | None, attempt: Attempt | None = None
     ) -> Any:
         """Run a blocking call in the pool; a timeout abandons the thread (it cannot be killed).
-        The thread's future goes into ``attempt``, so the caller knows whether it still runs."""
-        loop = asyncio.get_running_loop()
-        # run_in_executor alone does not carry the context into the thread: copy it here.
-        future = loop.run_in_executor(self.pool, self.in_context, contextvars.copy_context(), target, fn)
+        A future resolved when the thread returns goes into ``attempt``, so the caller knows
+        whether it still runs."""
+        handoff = self.handoff()
+        loop = handoff.loop
+        waiter: asyncio.Future[Any] = loop.create_future()
+        ran: asyncio.Future[Any] | None = None if attempt is None else loop.create_future()
+        ctx = contextvars.copy_context()  # the pool does not carry the context into the thread
+
+        def call() -> None:
+            try:
+                outcome = ctx.run(self._current_call, target, fn)
+            except BaseException as e:  # the job's own failure, SystemExit included
+                outcome = _Raised(e)
+            handoff.complete(ran, waiter, outcome)
+
+        def cancelled(work: ThreadFuture[None]) -> None:
+            if work.cancelled():  # never ran (the pool shut down): the caller gets a cancel
+                handoff.complete(ran, waiter, _NEVER_RAN)
+
+        self.pool.submit(call).add_done_callback(cancelled)
         if attempt is not None:
-            attempt.thread = future
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+            attempt.thread = ran  # only once submitted: a pool that refused it runs nothing
+        if timeout is None:
+            outcome = await waiter
+        else:
+            handle = loop.call_at(loop.time() + timeout, _expire, waiter)
+            try:
+                outcome = await waiter
+            finally:
+                handle.cancel()
+        if type(outcome) is _Raised:
+            error = outcome.error
+            del outcome  # no cycle through this frame
+            try:
+                raise error
+            finally:
+                del error
+        return outcome
 
     async def in_task(self, target: Current, make: Callable[[], Any], timeout: float | None) -> Any:
         """Await a coroutine in this execution's own task: a task copies the context when it is
@@ -209,8 +347,17 @@ class Executor:
         coro = make()
         if timeout is None:
             return await coro
-        async with deadline(timeout):
-            return await coro
+        task = asyncio.current_task()
+        assert task is not None
+        limit = _Limit(task, timeout)
+        try:
+            value = await coro
+        except BaseException as e:
+            if limit.close(type(e)):
+                raise asyncio.TimeoutError from None
+            raise
+        limit.close(None)
+        return value
 
     async def perform(self, attempt: Attempt) -> tuple[Any, ExcInfo | None]:
         """Call the job's function; returns its value, and the timeout it gets for holding the

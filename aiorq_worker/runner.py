@@ -140,7 +140,8 @@ class Runner:
                 ex.job._status = JobStatus.FAILED
             return sys.exc_info()
         if committed:
-            await self.webhooks(ex, JobStatus.FINISHED)
+            if ex.fallback:  # only rq's path has webhooks (no coroutine to await otherwise)
+                await self.webhooks(ex, JobStatus.FINISHED)
             self.events.job_ended(ex, Ending.OK)
         return None
 

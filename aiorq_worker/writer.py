@@ -139,7 +139,7 @@ class OutcomeWriter:
         raises :class:`OutcomeRefusedError` at once. A command that failed after others of the same
         outcome ran cannot be undone, and is reported, not repeated.
         """
-        backoff = Backoff()
+        backoff: Backoff | None = None  # made at the first failure: most outcomes go through at once
         first = True
         while True:
             try:
@@ -155,9 +155,11 @@ class OutcomeWriter:
                     return False
                 if not str(e).startswith(PASSING_ERRORS):
                     raise OutcomeRefusedError(str(e)) from e
+                backoff = backoff or Backoff()
                 wait = backoff.next()
                 logger.error('Worker %s: Redis refused an outcome (%s); retrying in %.0fs', self.worker_name, e, wait)
             except (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, OSError) as e:
+                backoff = backoff or Backoff()
                 wait = backoff.next()
                 logger.error(
                     'Worker %s: could not record an outcome (%s); retrying in %.0fs', self.worker_name, e, wait

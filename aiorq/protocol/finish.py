@@ -47,11 +47,17 @@ def buffer_execution_cleanup(sink: Any, worker_name: str, ex: Started) -> None:
     buffer_execution_records_delete(sink, ex.job_id, ex.id, ex.queue, worker_name)
 
 
+@functools.lru_cache(maxsize=64)
+def _worker_keys(worker_name: str) -> tuple[str, str]:
+    """The worker's hash and executions index, kept per name: every outcome names both."""
+    return keys.worker(worker_name), keys.worker_executions(worker_name)
+
+
 def _counters(
     sink: Any, worker_name: str, success: bool, started_at: datetime | None, ended_at: datetime | None
 ) -> None:
     field_name = 'successful_job_count' if success else 'failed_job_count'
-    worker_key = keys.worker(worker_name)
+    worker_key = _worker_keys(worker_name)[0]
     sink.hincrby(worker_key, field_name, 1)
     if started_at and ended_at:
         sink.hincrbyfloat(worker_key, 'total_working_time', (ended_at - started_at).total_seconds())
@@ -111,8 +117,9 @@ def _guard(batch: Batch, worker_name: str, ex: Started, ended_at: datetime | byt
     the job hash holds this outcome's ``ended_at`` (or is gone, for a deleting outcome).
     Returns the guard's number (what the batch returns when another process owns the job).
     ``ended_at`` may be given as its stored text (``lean.stamp``)."""
-    owned = batch.guard_member(_registry_key('started', ex.queue), ex.member)
-    batch.probe_not_member(keys.worker_executions(worker_name), ex.member)
+    member = ex.member
+    owned = batch.guard_member(_registry_key('started', ex.queue), member)
+    batch.probe_not_member(_worker_keys(worker_name)[1], member)
     if deleted:
         batch.probe_missing(keys.job(ex.job_id))
     elif ended_at is not None:
@@ -157,7 +164,8 @@ async def finish_success(
         )
         outcome = await (run(batch) if run is not None else batch.run(conn))
         if outcome in (APPLIED, ALREADY_APPLIED):
-            await _release_lean(conn, record)
+            if record.has_rate_limit:
+                await _release_lean(conn, record)
             return True
         if outcome == owned:
             return await _superseded(conn, worker_name, ex)
@@ -175,15 +183,19 @@ def lean_success(
     counters, exactly the job-hash fields rq's save changes, the Result entry, the finished
     registry, the keys' TTL and the execution's records. Returns the batch and its two guards."""
     record = ex.record
-    assert ex.ended_at is not None
+    ended_at = ex.ended_at
+    assert ended_at is not None
     job_id = record.id
+    job_key = keys.job(job_id)
     result_ttl = record.get_result_ttl(default_result_ttl)
-    ended = stamp(ex.ended_at)  # once: the probe and the hash write the same text
+    ended = stamp(ended_at)  # once: the probe and the hash write the same text
     batch = Batch()
     owned = _guard(batch, worker_name, ex, ended, deleted=False)
     dependents_guard = batch.guard_scard(keys.dependents(job_id), 0)
-    _counters(batch, worker_name, True, ex.started_at, ex.ended_at)
-    batch.hset(keys.job(job_id), mapping=lean.encode_success(ended, ex.last_heartbeat))
+    _counters(batch, worker_name, True, ex.started_at, ended_at)
+    # The runner stamps both with one reading: the same text, made once.
+    beat = ex.last_heartbeat
+    batch.hset(job_key, mapping=lean.encode_success(ended, None if beat == ended_at else beat))
     entry = lean.encode_result(
         Result.Type.SUCCESSFUL,
         serializer=ex.serializer,  # the job's, as it was claimed
@@ -191,15 +203,19 @@ def lean_success(
         return_value=return_value,
         execution_id=ex.id,
         execution_started_at=_dt(ex.created_at),
-        execution_ended_at=ex.ended_at,
+        execution_ended_at=ended_at,
     )
     check_result_size(job_id, entry, max_size)
     buffer_result_entry(batch, job_id, entry, result_ttl)
     score: Any = '+inf' if result_ttl == -1 else _timestamp() + result_ttl
     batch.zadd(_registry_key('finished', record.origin), {job_id: score})
     if result_ttl > 0:  # ``Job.cleanup(ttl)`` but for the dependents set: guard 2 holds only if it does not exist
-        batch.expire(keys.job(job_id), result_ttl)
-        batch.expire(keys.dependencies(job_id), result_ttl)
+        batch.expire(job_key, result_ttl)
+        if record.dependency_ids:
+            # Only a job enqueued with dependencies has this set (rq writes both together; a
+            # hash with the legacy lone ``dependency_id`` takes rq's path): EXPIRE of a key
+            # that does not exist would change nothing.
+            batch.expire(keys.dependencies(job_id), result_ttl)
     buffer_execution_cleanup(batch, worker_name, ex)
     return batch, owned, dependents_guard
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import zlib
 from base64 import b64encode
 from collections.abc import Mapping
@@ -199,6 +200,12 @@ class Call(NamedTuple):
             return None
         if self.instance:
             return getattr(self.instance, self.func_name)
+        # ``import_attribute`` starts with ``import_module`` of all but the last part and takes
+        # the attribute when the module has it: for a module already imported, the same lookup.
+        module_name, _, attribute = self.func_name.rpartition('.')
+        module = sys.modules.get(module_name)
+        if module is not None and attribute and hasattr(module, attribute):
+            return getattr(module, attribute)
         return import_attribute(self.func_name)
 
 

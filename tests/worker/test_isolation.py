@@ -337,3 +337,16 @@ def sample(worker: Worker, name: str) -> float | None:
     assert worker.metrics is not None
     labels = {'queue': QUEUE, 'function': 'hostile_tasks.sleep_on_loop'}
     return worker.metrics.registry.get_sample_value(name, labels)  # type: ignore[no-any-return]
+
+
+async def test_a_plain_job_raising_stop_iteration_fails_and_the_others_go_on(conn: Redis) -> None:
+    """``StopIteration`` cannot be set on an asyncio future: the thread's outcome still reaches
+    the job (recorded as its failure), and the outcomes handed back with it are not lost."""
+    q = Queue(QUEUE, connection=conn)
+    stopped = await q.enqueue(next, iter([]))
+    quick = [await q.enqueue(tasks.add, i, 1) for i in range(4)]
+    await asyncio.wait_for(Worker(QUEUE, connection=conn, name='stopper', concurrency=5).work(burst=True), 30)
+    assert await stopped.get_status() == JobStatus.FAILED
+    result = await stopped.latest_result()
+    assert result is not None and 'StopIteration' in (result.exc_string or '')
+    assert [await j.get_status() for j in quick] == [JobStatus.FINISHED] * 4
