@@ -169,3 +169,26 @@ def test_the_checker_finds_a_cycle_and_a_long_function() -> None:
     body = 'class C:\n    def m(self):\n' + '        x = 1\n' * 70
     (qualname, node), *_ = functions(ast.parse(body).body, '')
     assert qualname == 'C.m' and (node.end_lineno or 0) - node.lineno + 1 == 71
+
+
+def impure_builders() -> list[str]:
+    """Protocol builders (``buffer_*``) that could send a command: a coroutine, or a parameter
+    named like a connection."""
+    found = []
+    for name, path in modules().items():
+        if not name.startswith('aiorq.protocol'):
+            continue
+        for qualname, node in functions(ast.parse(path.read_text(), str(path)).body, ''):
+            if not node.name.startswith('buffer_'):
+                continue
+            params = {a.arg for a in node.args.args + node.args.kwonlyargs}
+            if isinstance(node, ast.AsyncFunctionDef) or params & {'conn', 'connection', 'client', 'redis'}:
+                found.append(f'{path.relative_to(ROOT).as_posix()}::{qualname}')
+    return found
+
+
+def test_builders_stay_values() -> None:
+    """A builder returns what to write and reads nothing: what it needs from Redis is read
+    before it runs (``jobs.read_deletion``, ``outcomes.read_cleanup``), so buffering never
+    sends a command."""
+    assert impure_builders() == []

@@ -27,7 +27,7 @@ from .codec import exc_string_payload, save
 from .defaults import FAILURE_TTL, job_timeout
 from .dequeue import Started
 from .enqueue import buffer_enqueue, buffer_schedule_in
-from .jobs import buffer_execution_records_delete
+from .jobs import Deletion, buffer_execution_records_delete
 from .lean import stamp
 from .outcomes import (
     buffer_failed_registry_add,
@@ -38,6 +38,8 @@ from .outcomes import (
     buffer_retry,
     buffer_retry_after,
     check_result_size,
+    failure_ttl,
+    read_cleanup,
 )
 
 logger = logging.getLogger('aiorq.protocol')
@@ -247,7 +249,9 @@ async def rq_success(
 
     async def fill(sink: Any, job: RQJob) -> None:
         """Everything the success transaction writes, after any dependents phase A."""
-        await _buffer_success(conn, sink, job, ex, worker_name, return_value, result_ttl, max_result_size)
+        repeats = job.repeats_left is not None and job.repeats_left > 0
+        deletion = None if repeats else await read_cleanup(conn, job, result_ttl)
+        _buffer_success(sink, job, ex, worker_name, return_value, result_ttl, max_result_size, deletion)
 
     def planned() -> RQJob:
         job = plan(current)
@@ -273,8 +277,7 @@ async def rq_success(
     return await _finish_success_with_dependents(conn, worker_name, ex, planned, fill, serializer)
 
 
-async def _buffer_success(
-    conn: Redis,
+def _buffer_success(
     sink: Any,
     job: RQJob,
     ex: Started,
@@ -282,6 +285,7 @@ async def _buffer_success(
     return_value: Any,
     result_ttl: int,
     max_result_size: int | None,
+    deletion: Deletion | None,
 ) -> None:
     """The success transaction's writes on the planned ``job``: counters, the finished records
     (unless ``result_ttl`` is 0), the repeat or the clean-up, and the execution's records."""
@@ -306,7 +310,7 @@ async def _buffer_success(
     if job.repeats_left is not None and job.repeats_left > 0:
         buffer_repeat(sink, job)
     else:
-        await buffer_job_cleanup(conn, sink, job, result_ttl)
+        buffer_job_cleanup(sink, job, result_ttl, deletion)
         job._status = JobStatus.FINISHED
     buffer_execution_cleanup(sink, worker_name, ex)
 
@@ -389,15 +393,15 @@ async def finish_failure(
         _stamped(original, ex)
     job = plan(original)
     retry = job.should_retry and not stopped
-    batch = await _failure_batch(conn, worker_name, job, ex, exc_string, stopped, record, check_dependents=True)
+    deletion = await _failure_reads(conn, job, stopped, record)
+    batch = _failure_batch(worker_name, job, ex, exc_string, stopped, record, deletion, check_dependents=True)
     with_dependents = ex is None
     if ex is not None:
         outcome = await batch.run(conn)
         if outcome == batch.dependents_guard:  # none written: again, then rq's release of dependents
             job = plan(original)
-            batch = await _failure_batch(
-                conn, worker_name, job, ex, exc_string, stopped, record, check_dependents=False
-            )
+            deletion = await _failure_reads(conn, job, stopped, record)
+            batch = _failure_batch(worker_name, job, ex, exc_string, stopped, record, deletion, check_dependents=False)
             outcome = await batch.run(conn)
             with_dependents = True
         if outcome == ALREADY_APPLIED:  # an earlier attempt committed: its dependents may wait
@@ -420,18 +424,25 @@ class _FailureBatch(Batch):
     dependents_guard: int | None = None  # the guard "no dependents", when there is one
 
 
-async def _failure_batch(
-    conn: Redis,
+async def _failure_reads(conn: Redis, job: RQJob, stopped: bool, record: bool) -> Deletion | None:
+    """What rq's failure handling reads before it writes: the job's deletion, when a recorded
+    failure with no retry left and a ``failure_ttl`` of 0 deletes it."""
+    retry = job.should_retry and not stopped
+    return await read_cleanup(conn, job, failure_ttl(job)) if record and not retry else None
+
+
+def _failure_batch(
     worker_name: str,
     job: RQJob,
     ex: Started | None,
     exc_string: str,
     stopped: bool,
     record: bool,
+    deletion: Deletion | None,
     check_dependents: bool,
 ) -> _FailureBatch:
-    """rq's failure writes on the planned ``job``; for an execution, guarded, and with
-    ``check_dependents`` also on the job having no dependents (then nothing else is read)."""
+    """rq's failure writes on the planned ``job`` (``deletion``: :func:`_failure_reads`); for an
+    execution, guarded, and with ``check_dependents`` also on the job having no dependents."""
     retry = job.should_retry and not stopped
     deleted = bool(record and not retry and job.failure_ttl == 0)
     batch = _FailureBatch()
@@ -447,11 +458,11 @@ async def _failure_batch(
         job._status = JobStatus.FAILED
         batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
     if record and not retry:
-        await buffer_failed_registry_add(conn, batch, job, exc_string)
+        buffer_failed_registry_add(batch, job, exc_string, deletion)
         _execution_result(batch, job, ex, worker_name, Result.Type.FAILED, job.failure_ttl, exc_string=exc_string)
     _counters(batch, worker_name, False, job.started_at, job.ended_at)
     if retry:
-        await buffer_retry(conn, batch, job)
+        buffer_retry(batch, job)
     return batch
 
 
@@ -506,12 +517,13 @@ async def finish_returned_retry(conn: Redis, worker_name: str, ex: Started, retr
     job._result = retry  # rq's plain saves after a run carry the legacy ``result`` field
     batch = Batch()
     exhausted = bool(job.number_of_retries and job.number_of_retries >= retry.max)
+    deletion = await read_cleanup(conn, job, failure_ttl(job)) if exhausted else None
     _guard(batch, worker_name, ex, job.ended_at, deleted=exhausted and job.failure_ttl == 0)
     if exhausted:
         job._status = JobStatus.FAILED
         batch.hset(keys.job(job.id), 'status', JobStatus.FAILED.value)
         buffer_execution_cleanup(batch, worker_name, ex)
-        await buffer_failed_registry_add(conn, batch, job, '')
+        buffer_failed_registry_add(batch, job, '', deletion)
         _execution_result(
             batch, job, ex, worker_name, Result.Type.MAX_RETRIES_EXCEEDED, job.failure_ttl, return_value=retry
         )
@@ -522,7 +534,7 @@ async def finish_returned_retry(conn: Redis, worker_name: str, ex: Started, retr
         interval = Retry.get_interval(job.number_of_retries or 0, retry.intervals)
         job.number_of_retries = 1 if not job.number_of_retries else job.number_of_retries + 1
         job.enqueue_at_front_on_retry = job.enqueue_at_front_on_retry or retry.enqueue_at_front
-        await buffer_retry_after(conn, batch, job, interval)
+        buffer_retry_after(batch, job, interval)
         buffer_execution_cleanup(batch, worker_name, ex)
     if not await _commit(conn, batch, worker_name, ex):
         return False, exhausted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -224,17 +225,79 @@ def buffer_execution_records_delete(
         sink.srem(keys.worker_executions(worker_name), member)
 
 
-async def buffer_remove_from_registries(conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool = True) -> None:
-    """``Job._remove_from_registries``: the *stored* status picks the registry."""
+@dataclass
+class Deletion:
+    """What ``Job.delete`` reads before it writes (§4.15), read by :func:`read_deletion` so that
+    :func:`buffer_deletion` sends nothing: the job's *stored* status (it picks the registry),
+    its executions (when its status is ``started`` or it has no rate limit: rq reads them only
+    then), whether its group still exists, and the same for each dependent to delete."""
+
+    job: RQJob
+    status: JobStatus | None
+    executions: list[Execution]
+    group_exists: bool = True
+    dependents: list[Deletion] | None = None  # None: the dependents are not deleted
+
+
+async def read_registry_facts(conn: Redis, job: RQJob) -> tuple[JobStatus | None, list[Execution]]:
+    """What ``Job._remove_from_registries`` reads: the stored status, and the executions when
+    that status is ``started``."""
+    status = await get_status(conn, job.id)
+    return status, (await get_executions(conn, job.id) if status == JobStatus.STARTED else [])
+
+
+async def read_deletion(conn: Redis, job: RQJob, delete_dependents: bool = False) -> Deletion:
+    """Everything ``Job.delete`` reads, in rq's order (a pruning read of the executions index
+    is the one write, as in rq)."""
+    status, executions = await read_registry_facts(conn, job)
+    deps: list[Deletion] | None = None
+    if delete_dependents:
+        deps = []
+        for dep_id in await dependent_ids(conn, job.id):
+            try:
+                dependent = await fetch(conn, dep_id, serializer=job.serializer)
+            except NoSuchJobError:
+                continue
+            deps.append(await read_deletion(conn, dependent))
+    if not job.has_rate_limit and status != JobStatus.STARTED:
+        executions = await get_executions(conn, job.id)
+    group_exists = not job.group_id or bool(await conn.exists(keys.group(job.group_id)))
+    return Deletion(job, status, executions, group_exists, deps)
+
+
+def buffer_remove_from_registries(
+    pipe: Sink, job: RQJob, status: JobStatus | None, executions: list[Execution], remove_from_queue: bool = True
+) -> None:
+    """``Job._remove_from_registries`` on what :func:`read_registry_facts` read."""
     if remove_from_queue:
         pipe.lrem(keys.queue(job.origin), 1, job.id)
-    status = await get_status(conn, job.id)
     if status == JobStatus.STARTED:
-        members = [e.composite_key for e in await get_executions(conn, job.id)]
+        members = [e.composite_key for e in executions]
         if members:
             pipe.zrem(keys.registry('started', job.origin), *members)
     elif status is not None and status in _REGISTRY_BY_STATUS:
         pipe.zrem(keys.registry(_REGISTRY_BY_STATUS[status], job.origin), job.id)
+
+
+def buffer_deletion(pipe: Sink, deletion: Deletion, remove_from_queue: bool = True) -> None:
+    """``Job.delete``'s writes on what :func:`read_deletion` read; raises ``NoSuchGroupError``
+    (nothing buffered for the group) when the job's group is gone, as rq's delete does."""
+    job = deletion.job
+    buffer_remove_from_registries(pipe, job, deletion.status, deletion.executions, remove_from_queue)
+    if deletion.dependents is not None:
+        for dependent in deletion.dependents:
+            buffer_deletion(pipe, dependent, False)
+        pipe.delete(keys.dependents(job.id))
+    if not job.has_rate_limit:
+        # A live execution of a rate-limited job keeps its slot; rq leaves its executions alone.
+        for execution in deletion.executions:
+            buffer_delete_execution(pipe, job, execution)
+        pipe.delete(keys.executions(job.id))
+    if job.group_id:
+        if not deletion.group_exists:
+            raise NoSuchGroupError
+        pipe.srem(keys.group(job.group_id), job.id)
+    pipe.delete(keys.job(job.id), keys.dependents(job.id), keys.dependencies(job.id), keys.results(job.id))
 
 
 async def cancel(
@@ -263,6 +326,7 @@ async def cancel(
                         conn, job, pipe=pipe, exclude_job_id=job.id, serializer=job.serializer
                     )
                 # Read what the registry removal needs before the transaction starts buffering.
+                status, executions = await read_registry_facts(conn, job)
                 if not pipe.explicit_transaction:
                     pipe.multi()
                 job._status = JobStatus.CANCELED
@@ -271,7 +335,7 @@ async def cancel(
                     for dep in await fetch_many(conn, job._dependency_ids, serializer=job.serializer):
                         if dep is not None:
                             pipe.srem(keys.dependents(dep.id), job.id)
-                await buffer_remove_from_registries(conn, job, pipe)
+                buffer_remove_from_registries(pipe, job, status, executions)
                 pipe.zadd(keys.registry('canceled', job.origin), {job.id: current_timestamp()})
                 if pipeline is None:
                     await pipe.execute()
@@ -302,7 +366,7 @@ async def delete(
     """4.15 ``Job.delete``: registries, dependents, executions, group, keys and results."""
     pipe = pipeline if pipeline is not None else conn.pipeline(transaction=True)
     try:
-        await _buffer_delete(conn, job, pipe, remove_from_queue, delete_dependents)
+        buffer_deletion(pipe, await read_deletion(conn, job, delete_dependents), remove_from_queue)
         if pipeline is None:
             await pipe.execute()
     finally:
@@ -313,28 +377,6 @@ async def delete(
         await ratelimit.cancel(conn, job.rate_limit_key, job.id, release=pipeline is None)
 
 
-async def _buffer_delete(conn: Redis, job: RQJob, pipe: Pipe, remove_from_queue: bool, delete_dependents: bool) -> None:
-    await buffer_remove_from_registries(conn, job, pipe, remove_from_queue)
-    if delete_dependents:
-        for dep_id in await dependent_ids(conn, job.id):
-            try:
-                dependent = await fetch(conn, dep_id, serializer=job.serializer)
-            except NoSuchJobError:
-                continue
-            await _buffer_delete(conn, dependent, pipe, False, False)
-        pipe.delete(keys.dependents(job.id))
-    if not job.has_rate_limit:
-        # A live execution of a rate-limited job keeps its slot; rq leaves its executions alone.
-        for execution in await get_executions(conn, job.id):
-            buffer_delete_execution(pipe, job, execution)
-        pipe.delete(keys.executions(job.id))
-    if job.group_id:
-        if not await conn.exists(keys.group(job.group_id)):
-            raise NoSuchGroupError
-        pipe.srem(keys.group(job.group_id), job.id)
-    pipe.delete(keys.job(job.id), keys.dependents(job.id), keys.dependencies(job.id), keys.results(job.id))
-
-
 async def delete_dependents(conn: Redis, job_id: str, serializer: Any = None) -> None:
     """``Job.delete_dependents``: delete every dependent, then the dependents set, in one MULTI."""
     async with conn.pipeline(transaction=True) as pipe:
@@ -343,7 +385,7 @@ async def delete_dependents(conn: Redis, job_id: str, serializer: Any = None) ->
                 dependent = await fetch(conn, dep_id, serializer)
             except NoSuchJobError:
                 continue
-            await _buffer_delete(conn, dependent, pipe, False, False)
+            buffer_deletion(pipe, await read_deletion(conn, dependent), False)
         pipe.delete(keys.dependents(job_id))
         await pipe.execute()
 

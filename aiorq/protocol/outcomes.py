@@ -18,7 +18,7 @@ from . import keys
 from .codec import NOIO, save
 from .defaults import job_timeout
 from .enqueue import Sink, buffer_cleanup, buffer_enqueue, buffer_schedule_in
-from .jobs import _buffer_delete
+from .jobs import Deletion, buffer_deletion, read_deletion
 
 # What Redis accepts as one value unless configured otherwise (``proto-max-bulk-len``), and
 # the least it can be configured to.
@@ -119,39 +119,53 @@ def buffer_key_ttl(pipe: Sink, job_id: str, ttl: int | None) -> None:
         pipe.expire(keys.dependencies(job_id), ttl)
 
 
-async def buffer_job_cleanup(conn: Redis, pipe: Sink, job: RQJob, ttl: int | None) -> None:
-    """``Job.cleanup(ttl)``: 0 deletes the job, a positive ttl expires its keys."""
+async def read_cleanup(conn: Redis, job: RQJob, ttl: int | None) -> Deletion | None:
+    """What ``Job.cleanup(ttl)`` reads before it writes: a TTL of 0 deletes the job."""
+    return await read_deletion(conn, job) if ttl == 0 else None
+
+
+def failure_ttl(job: RQJob) -> int:
+    """The TTL ``FailedJobRegistry.add`` gives the job."""
+    return job.failure_ttl if job.failure_ttl is not None else DEFAULT_FAILURE_TTL
+
+
+def buffer_job_cleanup(pipe: Sink, job: RQJob, ttl: int | None, deletion: Deletion | None) -> None:
+    """``Job.cleanup(ttl)``: 0 deletes the job (on what :func:`read_cleanup` read), a positive
+    ttl expires its keys."""
     if ttl == 0:
-        await _buffer_delete(conn, job, pipe, True, False)
+        assert deletion is not None, 'a TTL of 0 deletes the job: read_cleanup() first'
+        buffer_deletion(pipe, deletion)
     else:
         buffer_cleanup(pipe, job, ttl)
 
 
-async def buffer_failed_registry_add(conn: Redis, pipe: Sink, job: RQJob, exc_string: str) -> None:
-    """``FailedJobRegistry.add``: save without meta/result, expire, ``ZADD`` failed."""
-    ttl = job.failure_ttl if job.failure_ttl is not None else DEFAULT_FAILURE_TTL
+def buffer_failed_registry_add(pipe: Sink, job: RQJob, exc_string: str, deletion: Deletion | None) -> None:
+    """``FailedJobRegistry.add``: save without meta/result, expire, ``ZADD`` failed
+    (``deletion``: :func:`read_cleanup` of the job with its :func:`failure_ttl`)."""
+    ttl = failure_ttl(job)
     score = ttl if ttl < 0 else current_timestamp() + ttl
     job._exc_info = exc_string
     save(pipe, job, include_meta=False, include_result=False)
-    await buffer_job_cleanup(conn, pipe, job, ttl)
+    buffer_job_cleanup(pipe, job, ttl, deletion)
     pipe.zadd(keys.registry('failed', job.origin), {job.id: score})
 
 
 async def failed_registry_add(conn: Redis, job: RQJob, exc_string: str, pipeline: Sink | None = None) -> None:
     """``FailedJobRegistry.add``, in the caller's pipeline or in a MULTI of its own."""
+    deletion = await read_cleanup(conn, job, failure_ttl(job))
     if pipeline is not None:
-        await buffer_failed_registry_add(conn, pipeline, job, exc_string)
+        buffer_failed_registry_add(pipeline, job, exc_string, deletion)
         return
     async with conn.pipeline(transaction=True) as pipe:
-        await buffer_failed_registry_add(conn, pipe, job, exc_string)
+        buffer_failed_registry_add(pipe, job, exc_string, deletion)
         await pipe.execute()
 
 
-async def buffer_record_failure(
-    conn: Redis,
+def buffer_record_failure(
     pipe: Sink,
     job: RQJob,
     exc_string: str,
+    deletion: Deletion | None,
     *,
     worker_name: str = '',
     execution_id: str | None = None,
@@ -159,10 +173,11 @@ async def buffer_record_failure(
     execution_ended_at: datetime | None = None,
     status: JobStatus = JobStatus.FAILED,
 ) -> None:
-    """Status, failed registry and a FAILED Result (``record_job_failure`` / ``_handle_failure``)."""
+    """Status, failed registry and a FAILED Result (``record_job_failure`` / ``_handle_failure``);
+    ``deletion``: :func:`read_cleanup` of the job with its :func:`failure_ttl`."""
     job._status = status
     pipe.hset(keys.job(job.id), 'status', status.value)
-    await buffer_failed_registry_add(conn, pipe, job, exc_string)
+    buffer_failed_registry_add(pipe, job, exc_string, deletion)
     buffer_result(
         pipe,
         job,
@@ -176,15 +191,15 @@ async def buffer_record_failure(
     )
 
 
-async def buffer_retry(conn: Redis, pipe: Sink, job: RQJob) -> None:
+def buffer_retry(pipe: Sink, job: RQJob) -> None:
     """``Job.retry``: exception-based retry, scheduled after the interval or re-enqueued now."""
     interval = job.get_retry_interval()
     assert job.retries_left
     job.retries_left -= 1
-    await buffer_retry_after(conn, pipe, job, interval)
+    buffer_retry_after(pipe, job, interval)
 
 
-async def buffer_retry_after(conn: Redis, sink: Sink, job: RQJob, interval: int) -> None:
+def buffer_retry_after(sink: Sink, job: RQJob, interval: int) -> None:
     """A retry (either kind): scheduled after ``interval`` seconds, else re-enqueued now."""
     if interval:
         # rq also sends ``HSET status scheduled`` on its own ahead of its MULTI; here it is only

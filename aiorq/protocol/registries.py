@@ -18,7 +18,7 @@ from rq.utils import as_text, current_timestamp, now, parse_composite_key
 from . import dependents, keys, ratelimit
 from .enqueue import buffer_wakeup
 from .jobs import fetch
-from .outcomes import buffer_record_failure, buffer_retry
+from .outcomes import buffer_record_failure, buffer_retry, failure_ttl, read_cleanup
 
 logger = logging.getLogger('aiorq.protocol')
 
@@ -54,6 +54,28 @@ async def cleanup(
         await dependents.enqueue_ready_jobs(conn, name, ids, serializer=serializer)
 
 
+async def _abandoned(
+    conn: Redis, job_ids: list[str], serializer: Any, on_abandoned: AbandonedHook | None
+) -> list[RQJob]:
+    """The jobs of expired started-registry members that are still ``started``, each told to
+    ``on_abandoned`` (its failure callback) first."""
+    abandoned: list[RQJob] = []
+    for job_id in job_ids:
+        try:
+            job = await fetch(conn, job_id, serializer=serializer)
+        except NoSuchJobError:
+            continue
+        if job.get_status(refresh=False) != JobStatus.STARTED:
+            continue
+        if on_abandoned is not None:
+            try:
+                await on_abandoned(job)
+            except Exception:
+                logger.exception('Started registry cleanup: failure callback for job %s raised', job.id)
+        abandoned.append(job)
+    return abandoned
+
+
 async def cleanup_started(
     conn: Redis,
     name: str,
@@ -74,32 +96,25 @@ async def cleanup_started(
         # Stronger than rq: an owner that was only late (its finish, or a heartbeat, lands on the
         # job hash meanwhile) keeps its job; the abandonment is not written over it.
         await pipe.watch(*[keys.job(i) for i in job_ids])
-        abandoned: list[RQJob] = []
-        for job_id in job_ids:
-            try:
-                job = await fetch(conn, job_id, serializer=serializer)
-            except NoSuchJobError:
-                continue
-            if job.get_status(refresh=False) != JobStatus.STARTED:
-                continue
-            if on_abandoned is not None:
-                try:
-                    await on_abandoned(job)
-                except Exception:
-                    logger.exception('Started registry cleanup: failure callback for job %s raised', job.id)
-            abandoned.append(job)
+        abandoned = await _abandoned(conn, job_ids, serializer, on_abandoned)
         for job in abandoned:
             if not (job.retries_left and job.retries_left > 0):
                 # rq releases a failed job's dependents at once, before its cleanup transaction.
                 await dependents.enqueue_dependents(conn, job, parent_status=JobStatus.FAILED, serializer=serializer)
+        # What the failures read (a failure_ttl of 0 deletes the job), before the MULTI buffers.
+        deletions = {
+            job.id: await read_cleanup(conn, job, failure_ttl(job))
+            for job in abandoned
+            if not (job.retries_left and job.retries_left > 0)
+        }
         pipe.multi()
         for job in abandoned:
             if job.retries_left and job.retries_left > 0:
-                await buffer_retry(conn, pipe, job)
+                buffer_retry(pipe, job)
             else:
                 exc_string = f'Moved to {FailedJobRegistry.__name__}, due to {AbandonedJobError.__name__}, at {now()}'
                 logger.warning('Started registry cleanup: %s %s', job.id, exc_string)
-                await buffer_record_failure(conn, pipe, job, exc_string)
+                buffer_record_failure(pipe, job, exc_string, deletions[job.id])
                 failed.append((job, exc_string))
             processed.append(job)
         pipe.zremrangebyscore(key, 0, score)
