@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
 
 from aiorq.protocol.codec import load_data
@@ -18,6 +19,9 @@ class Execution(Claimed):
     command ended it, and room for listeners' notes."""
 
     stopped: bool = False
+    # The time of the last heartbeat Redis took for it (set by the heartbeat thread): what rq's
+    # job object holds as its last_heartbeat when an outcome is written from it.
+    last_beat: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     _call: Call | None = field(default=None, repr=False)
     # What rq.get_current_job() and aiorq.get_current_job() return, each built once when asked for.

@@ -7,9 +7,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import redis
+from rq.utils import now
 
 from aiorq.protocol import workers
 from aiorq.protocol.workers import Beat
@@ -36,6 +38,7 @@ class Heartbeat(threading.Thread):
         idle_state: Callable[[], str],
         base_fields: Callable[[], dict[str, Any]],
         watchdog: LoopWatchdog | None = None,
+        beaten: Callable[[list[Beat], datetime], None] | None = None,
     ) -> None:
         super().__init__(name=f'aiorq-heartbeat-{settings.name}', daemon=True)
         self.settings = settings
@@ -45,6 +48,7 @@ class Heartbeat(threading.Thread):
         self.base_fields = base_fields
         # A loop held past every time limit: no beats, so other workers recover the executions.
         self.watchdog = watchdog
+        self.beaten = beaten  # told which executions a beat Redis took covered, and its time
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.last_beat: float | None = None  # time.monotonic() of the last beat Redis took
@@ -77,6 +81,7 @@ class Heartbeat(threading.Thread):
 
     def beat(self, executions: list[Beat]) -> None:
         name = self.settings.name
+        stamp = now()  # the job hashes' last_heartbeat, as written
         for start in range(0, max(len(executions), 1), BATCH):
             rejoined = workers.heartbeat_sync(
                 self.connection,
@@ -87,7 +92,10 @@ class Heartbeat(threading.Thread):
                 state=self.idle_state(),
                 base_fields=self.base_fields,
                 queue_names=self.settings.queue_names,
+                stamp=stamp,
             )
+            if self.beaten is not None:
+                self.beaten(executions[start : start + BATCH], stamp)
             if rejoined:
                 logger.warning(
                     'Worker %s: its record was gone from Redis (data lost, or expired during an outage); '

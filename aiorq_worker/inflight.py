@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from aiorq.protocol.workers import Beat
@@ -59,6 +60,14 @@ class InFlight:
         with self._lock:
             executions = list(self._executions.values())
         return [ex.beat() for ex in executions]
+
+    def beaten(self, beats: list[Beat], stamp: datetime) -> None:
+        """From the heartbeat thread: Redis took a beat at ``stamp`` for these executions."""
+        with self._lock:
+            for beat in beats:
+                ex = self._executions.get(beat.execution_id)
+                if ex is not None:
+                    ex.last_beat = stamp
 
     # -- changes (on the loop) --------------------------------------------------------------
 

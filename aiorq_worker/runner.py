@@ -173,6 +173,7 @@ class Runner:
         """§4.14: stopped callback (errors swallowed), then status ``stopped``, no retry, no webhooks."""
         ex.ended_at = None
         if ex.fallback:
+            ex.last_heartbeat = ex.last_beat  # rq's job holds its last beat (None: the claim's stays)
             job = ex.job
             try:
                 await self.executor.callback(ex, job.stopped_callback, job.stopped_callback_timeout)
@@ -193,6 +194,8 @@ class Runner:
             )
         else:
             ex.ended_at = now()
+            if ex.fallback:
+                ex.last_heartbeat = ex.last_beat  # rq's job holds its last beat (None: the claim's stays)
             await self.writer.abandoned(ex)
         self.events.job_ended(ex, Ending.CANCELLED)
 

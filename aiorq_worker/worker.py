@@ -431,6 +431,7 @@ class Worker:
             self.flags.idle_state,
             self.base_fields,
             self.watchdog,
+            self.inflight.beaten,
         )
         self.heartbeat.start()
         for hook in self.on_startup:

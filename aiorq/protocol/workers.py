@@ -272,10 +272,12 @@ async def heartbeat_and_check_suspended(conn: Redis, name: str, ttl: int) -> boo
         return bool((await pipe.execute())[-1])
 
 
-def heartbeat_commands(pipe: Any, worker_name: str, executions: Sequence[Beat], interval: int) -> None:
+def heartbeat_commands(
+    pipe: Any, worker_name: str, executions: Sequence[Beat], interval: int, stamp: datetime | None = None
+) -> None:
     """§4.8 for each execution: six commands, the job's ``HSET`` last (the caller adds the
-    worker's own heartbeat)."""
-    stamp = now()
+    worker's own heartbeat); ``stamp``: the beat's time (default now)."""
+    stamp = stamp or now()
     nowi = current_timestamp()
     for ex in executions:
         working = (stamp - ex.started_at).total_seconds() if ex.started_at else 0.0
@@ -298,6 +300,7 @@ def heartbeat_sync(
     state: str,
     base_fields: Callable[[], dict[str, Any]],
     queue_names: Sequence[str] = (),
+    stamp: datetime | None = None,
 ) -> bool:
     """One heartbeat MULTI on a blocking client (the worker's heartbeat thread): the worker's
     record, its state re-asserted (``state`` is the one to show when no execution runs), and
@@ -309,7 +312,7 @@ def heartbeat_sync(
     with conn.pipeline(transaction=True) as pipe:
         buffer_worker_heartbeat(pipe, worker_name, ttl)
         buffer_state(pipe, worker_name, state)
-        heartbeat_commands(pipe, worker_name, executions, interval)
+        heartbeat_commands(pipe, worker_name, executions, interval, stamp)
         # The record's own field: the work loop's heartbeat (heartbeat_and_check_suspended) may
         # have recreated the hash first, so our HSET creating it is not the only sign of a loss.
         pipe.hexists(keys.worker(worker_name), 'birth')

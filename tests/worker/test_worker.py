@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -65,6 +65,24 @@ async def test_stock_stop_job_command(conn: Redis, sync_conn: redis.Redis) -> No
     assert await q.failed_job_registry.get_job_ids() == [long.id]
     assert await other.result == 0.5
     assert sync_conn.zcard('rq:wip:q') == 0
+
+
+async def test_a_stopped_job_on_rqs_path_keeps_its_last_heartbeat(conn: Redis, sync_conn: redis.Redis) -> None:
+    """A job on rq's path (it has a stopped callback) stopped after a heartbeat: its hash keeps
+    that beat's time, as rq's job object holds it, not the time of its claim."""
+    q = Queue('q', connection=conn)
+    long = await q.enqueue(tasks.async_sleep_for, 30, on_stopped=tasks.on_stopped_cb)
+    worker = Worker('q', connection=conn, name='beaten', job_monitoring_interval=1)
+    task = asyncio.ensure_future(worker.work(burst=True))
+    key = RQJob.key_for(long.id)
+    await wait_for(lambda: sync_conn.hget(key, 'status') == b'started')
+    claimed = sync_conn.hget(key, 'last_heartbeat')
+    await wait_for(lambda: sync_conn.hget(key, 'last_heartbeat') != claimed, 10)
+    beat = cast(bytes, sync_conn.hget(key, 'last_heartbeat'))
+    rq.command.send_stop_job_command(sync_conn, long.id)
+    await asyncio.wait_for(task, 10)
+    assert await long.get_status() == JobStatus.STOPPED
+    assert cast(bytes, sync_conn.hget(key, 'last_heartbeat')) >= beat > cast(bytes, claimed)
 
 
 async def test_suspension_wakes_a_blocked_worker(conn: Redis, sync_conn: redis.Redis) -> None:
