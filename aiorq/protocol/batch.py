@@ -9,8 +9,7 @@ WATCH/MULTI/EXEC it costs one round trip and can make a write conditional on ser
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -310,15 +309,6 @@ async def run_batches(conn: Redis, batches: list[Batch]) -> list[int | SectionEr
 BatchRunner = Callable[['Batch'], Awaitable[int]]
 
 
-def _start_now(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """A task that runs up to its first wait at once (Python 3.12+: an eager task), so that the
-    first batch goes out in its submitter's turn rather than one loop iteration later."""
-    loop = asyncio.get_running_loop()
-    if sys.version_info >= (3, 12):
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return loop.create_task(coro)
-
-
 class Combiner:
     """Coalesces batches submitted while a call is in flight into the next single script call.
 
@@ -341,7 +331,7 @@ class Combiner:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending.append((batch, future))
         if self.flusher is None or self.flusher.done():
-            self.flusher = _start_now(self._flush())
+            self.flusher = asyncio.ensure_future(self._flush())
         return await future
 
     async def _flush(self) -> None:
