@@ -350,6 +350,13 @@ def async_connection(connection: redis.Redis) -> Redis:
     return endpoint(connection).async_client()
 
 
+def dedicated_client(connection: Redis) -> Redis:
+    """A client of its own connection pool with ``connection``'s settings, timeouts included
+    (see :func:`blocking_client`): calls on it never wait behind the other client's, so the
+    worker's claims and its outcome writes reach Redis side by side. Close it with ``aclose()``."""
+    return _pool_copy(connection, blocking=False)
+
+
 def blocking_client(connection: Redis) -> Redis:
     """A client of a dedicated connection with ``connection``'s settings (server, TLS, ACL
     user, Sentinel service) but no socket timeout, for commands that wait in Redis (``BLMOVE``,
@@ -362,15 +369,21 @@ def blocking_client(connection: Redis) -> Redis:
     at a time, the pool keeps a single connection (``CLIENT ID`` then names the connection the
     next command runs on). Close it with ``aclose()``.
     """
+    return _pool_copy(connection, blocking=True)
+
+
+def _pool_copy(connection: Redis, blocking: bool) -> Redis:
+    """A client of a new pool like ``connection``'s (``blocking``: without a socket timeout)."""
     pool = connection.connection_pool
     kwargs = _own(pool)
-    # Without a read timeout a connect must still give up: keep the limit the client had
-    # (its socket timeout when no connect timeout was given; else the library's default).
-    if kwargs.get('socket_connect_timeout') is None:
-        kwargs.pop('socket_connect_timeout', None)
-        if kwargs.get('socket_timeout') is not None:
-            kwargs['socket_connect_timeout'] = kwargs['socket_timeout']
-    kwargs['socket_timeout'] = None
+    if blocking:
+        # Without a read timeout a connect must still give up: keep the limit the client had
+        # (its socket timeout when no connect timeout was given; else the library's default).
+        if kwargs.get('socket_connect_timeout') is None:
+            kwargs.pop('socket_connect_timeout', None)
+            if kwargs.get('socket_timeout') is not None:
+                kwargs['socket_connect_timeout'] = kwargs['socket_timeout']
+        kwargs['socket_timeout'] = None
     new_pool: ConnectionPool
     if isinstance(pool, SentinelConnectionPool):
         new_pool = SentinelConnectionPool(

@@ -19,7 +19,7 @@ from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import aiorq
-from aiorq.connections import blocking_client
+from aiorq.connections import blocking_client, dedicated_client
 from aiorq.protocol import dequeue, workers
 
 from .backoff import Backoff
@@ -65,6 +65,7 @@ class Admission:
         self._suspension_checked = 0.0
         self._wake = asyncio.Event()
         self._blocking: Redis | None = None
+        self._claims: Redis | None = None
         self._blocking_id: int | None = None
         self._blocked = False
         self._lost = False  # Redis failed us; the next call it answers counts as a reconnect
@@ -81,14 +82,18 @@ class Admission:
             self.reconnected()
 
     async def open(self) -> Redis:
-        """The dedicated connection for blocking pops (no socket timeout: a pop may wait 405 s);
-        same TLS, ACL user and Sentinel service as the worker's connection."""
+        """The dedicated connection for blocking pops (no socket timeout: a pop may wait 405 s),
+        and one for claims, so that a claim never waits behind the outcomes being written (one
+        write at a time per client: with both on one, the worker and Redis took turns); same
+        TLS, ACL user and Sentinel service as the worker's connection."""
         self._blocking = blocking_client(self.connection)
+        self._claims = dedicated_client(self.connection)
         return self._blocking
 
     async def close(self) -> None:
-        if self._blocking is not None:
-            await self._blocking.aclose()
+        for client in (self._blocking, self._claims):
+            if client is not None:
+                await client.aclose()
 
     def wake(self) -> None:
         self._wake.set()
@@ -319,7 +324,7 @@ class Admission:
         while True:
             try:
                 result = await dequeue.claim_executions(
-                    self.connection,
+                    self._claims or self.connection,
                     settings.name,
                     self._ordered,
                     exec_ids,
