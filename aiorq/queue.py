@@ -292,37 +292,12 @@ class Queue:
             _tracing.inject(rq_job)  # the enqueuing trace, carried in meta to the worker
         return self.job_class._wrap(rq_job, self._connection)
 
-    def _lean_job(
-        self,
-        func: Any,
-        args: Any,
-        kwargs: Any,
-        timeout: Any = None,
-        result_ttl: Any = None,
-        ttl: Any = None,
-        failure_ttl: Any = None,
-        description: str | None = None,
-        job_id: str | None = None,
-        meta: dict[str, Any] | None = None,
-        group_id: str | None = None,
-    ) -> Job:
+    def _lean_job(self, func: Any, args: Any, kwargs: Any, **options: Any) -> Job:
         """:meth:`_create_job` (status ``queued``) for a call ``lean_enqueue``'s rule lets through:
-        the same job, made without rq's ``create_job``."""
+        the same job, made without rq's ``create_job`` (``options``: ``Maker.job``'s)."""
         self._refuse_reserved()
         check_importable(func)
-        rq_job = self._maker.job(
-            func,
-            args,
-            kwargs,
-            timeout=timeout,
-            result_ttl=result_ttl,
-            ttl=ttl,
-            failure_ttl=failure_ttl,
-            description=description,
-            job_id=job_id,
-            meta=meta,
-            group_id=group_id,
-        )
+        rq_job = self._maker.job(func, args, kwargs, **options)
         if _tracing.ENABLED:
             _tracing.inject(rq_job)
         return self.job_class._wrap(rq_job, self._connection)
@@ -398,7 +373,18 @@ class Queue:
             raise ValueError('unique=True requires an explicit job_id')
         plain = pipeline is None and not unique and depends_on is None and rate_limit is None
         if plain and plain_options(depends_on, retry, repeat, on_success, on_failure, on_stopped, webhooks, rate_limit):
-            job = self._lean_job(func, args, kwargs, timeout, result_ttl, ttl, failure_ttl, description, job_id, meta)
+            job = self._lean_job(
+                func,
+                args,
+                kwargs,
+                timeout=timeout,
+                result_ttl=result_ttl,
+                ttl=ttl,
+                failure_ttl=failure_ttl,
+                description=description,
+                job_id=job_id,
+                meta=meta,
+            )
             return await self.enqueue_job(job, at_front=at_front)
         # A plain job is serialized once, by the one-round-trip write, before anything is sent.
         job = (self._create_job if plain else self.create_job)(
@@ -468,49 +454,32 @@ class Queue:
     def _many_item(self, data: EnqueueData, group_id: str | None, lean: bool) -> Job:
         """The job of one :meth:`enqueue_many` item: lean when the batch is written in one call
         (serialized before anything is sent) and ``lean_enqueue``'s rule lets the item through."""
-        if lean and plain_options(
-            data.depends_on,
-            data.retry,
-            data.repeat,
-            data.on_success,
-            data.on_failure,
-            data.on_stopped,
-            data.webhooks,
-            None,
-        ):
-            return self._lean_job(
-                data.func,
-                data.args,
-                data.kwargs,
-                data.timeout,
-                data.result_ttl,
-                data.ttl,
-                data.failure_ttl,
-                data.description,
-                data.job_id,
-                data.meta,
-                group_id,
-            )
+        options: dict[str, Any] = {
+            'timeout': data.timeout,
+            'result_ttl': data.result_ttl,
+            'ttl': data.ttl,
+            'failure_ttl': data.failure_ttl,
+            'description': data.description,
+            'job_id': data.job_id,
+            'meta': data.meta,
+            'group_id': group_id,
+        }
+        extra = (data.depends_on, data.retry, data.repeat, data.on_success, data.on_failure, data.on_stopped)
+        if lean and plain_options(*extra, data.webhooks, None):
+            return self._lean_job(data.func, data.args, data.kwargs, **options)
         return (self._create_job if lean else self.create_job)(
             data.func,
             args=data.args,
             kwargs=data.kwargs,
-            result_ttl=data.result_ttl,
-            ttl=data.ttl,
-            failure_ttl=data.failure_ttl,
-            description=data.description,
             depends_on=data.depends_on,
-            job_id=data.job_id,
-            meta=data.meta,
             status=JobStatus.DEFERRED if data.depends_on else JobStatus.QUEUED,
-            timeout=data.timeout,
             retry=data.retry,
             on_success=data.on_success,
             on_failure=data.on_failure,
             on_stopped=data.on_stopped,
             webhooks=data.webhooks,
-            group_id=group_id,
             repeat=data.repeat,
+            **options,
         )
 
     async def enqueue_at(self, datetime: datetime, f: Any, *args: Any, **kwargs: Any) -> Job[Any]:
