@@ -29,7 +29,7 @@ from .cron import CronConfigError
 from .dashboard_cli import dashboard
 from .metrics import MetricsError
 from .pool import worker_pool
-from .worker import DEFAULT_CONCURRENCY, SuspendedError, install_signal_handlers
+from .worker import SuspendedError, install_signal_handlers
 
 
 def worker_class_option(text: str) -> Any:
@@ -83,61 +83,23 @@ main.add_command(worker_pool)  # ``aiorq worker-pool``: aiorq_worker/pool.py
 @worker_class_option('Worker class: a subclass of aiorq_worker.Worker')
 @queue_class_option(UNUSED.format('aiorq worker'))
 @CONNECTION_CLASS
-@click.option(
-    '--with-scheduler', '-s', is_flag=True, help="Run worker with scheduler (rq's locks; one pass in burst mode)"
+@clitools.worker_option('with_scheduler', "Run worker with scheduler (rq's locks; one pass in burst mode)")
+@clitools.worker_option(
+    'cron', "Also run the cron jobs of this rq cron config (a file path or module), as `aiorq cron` does"
 )
-@click.option(
-    '--cron',
-    'cron_config',
-    default=None,
-    metavar='CONFIG_PATH',
-    help="Also run the cron jobs of this rq cron config (a file path or module), as `aiorq cron` does",
+@clitools.worker_option('concurrency', 'Jobs in flight at once (coroutines on the loop, plain functions in threads)')
+@clitools.worker_option(
+    'sync_jobs', 'How plain functions run: a thread pool, or child processes (hard timeouts, isolation)'
 )
-@click.option(
-    '--concurrency',
-    type=click.IntRange(min=1),
-    default=DEFAULT_CONCURRENCY,
-    show_default=True,
-    help='Jobs in flight at once (coroutines on the loop, plain functions in threads)',
+@clitools.worker_option('loop', 'Event loop (uvloop when installed)')
+@clitools.worker_option(
+    'metrics_port', 'Serve Prometheus metrics on this port at /metrics (needs `pip install aiorq[metrics]`)'
 )
-@click.option(
-    '--sync-jobs',
-    type=click.Choice(['thread', 'process']),
-    default='thread',
-    show_default=True,
-    help='How plain functions run: a thread pool, or child processes (hard timeouts, isolation)',
-)
-@click.option(
-    '--loop',
-    'loop_name',
-    type=click.Choice(['uvloop', 'asyncio']),
-    default=None,
-    help='Event loop (uvloop when installed)',
-)
-@click.option(
-    '--metrics-port',
-    type=click.IntRange(min=1, max=65535),
-    default=None,
-    help='Serve Prometheus metrics on this port at /metrics (needs `pip install aiorq[metrics]`)',
-)
-@click.option(
-    '--metrics-host',
-    default='127.0.0.1',
-    show_default=True,
-    help='Address the metrics server listens on (0.0.0.0: every interface)',
-)
+@clitools.worker_option('metrics_host', 'Address the metrics server listens on (0.0.0.0: every interface)')
 @click.argument('queues', nargs=-1)
 def worker(**options: Any) -> None:
     """Starts an aiorq worker on QUEUES (default: ``default``)."""
     sys.exit(run(options))
-
-
-def _logging(options: dict[str, Any], config: dict[str, Any]) -> None:
-    if config.get('DICT_CONFIG'):
-        logging.config.dictConfig(config['DICT_CONFIG'])
-        return
-    level = 'DEBUG' if options['verbose'] else 'WARNING' if options['quiet'] else options['logging_level']
-    logging.basicConfig(level=level.upper(), format=options['log_format'], datefmt=options['date_format'])
 
 
 @dataclass
@@ -186,13 +148,7 @@ def _prepare(ctx: click.Context, options: dict[str, Any]) -> _Prepared | int:
         config = clitools.settings(ctx, verbose)
         serializer = clitools.serializer(ctx, options['serializer'] or config.get('SERIALIZER'), verbose)
         connection = clitools.redis_client(ctx, config, cls)
-        try:
-            _logging(options, config)
-        except ValueError as e:  # an unknown level, a DICT_CONFIG that logging refuses
-            raise CommandError(f'logging: {e}') from e
-        if options['pid']:
-            with open(os.path.expanduser(options['pid']), 'w') as f:
-                f.write(str(os.getpid()))
+        clitools.logging_and_pid(options, config)
     except (CommandError, OSError) as e:
         return fail(ctx, str(e))
     queues = list(options['queues']) or list(config.get('QUEUES', [])) or ['default']

@@ -9,6 +9,8 @@ variables, never from the ``-c`` settings module; so do these commands.
 from __future__ import annotations
 
 import importlib
+import logging
+import logging.config
 import os
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -34,6 +36,7 @@ from rq.utils import import_attribute
 
 import aiorq
 
+from .settings import DEFAULT_CONCURRENCY
 from .worker import Worker
 
 # Per class option: aiorq's class, rq's default for the same option, rq's base class.
@@ -163,6 +166,23 @@ def redis_client(ctx: click.Context, config: dict[str, Any], cls: Any) -> Any:
         raise CommandError(f'bad Redis settings: {e}') from e
 
 
+def logging_and_pid(options: dict[str, Any], config: dict[str, Any]) -> None:
+    """Logging as the settings' DICT_CONFIG says, else at the options' level and in their formats
+    (what ``logging`` refuses is a :class:`CommandError`); then the process id written to
+    ``--pid`` when given. ``aiorq worker`` and ``aiorq worker-pool`` (which logs as its workers)."""
+    try:
+        if config.get('DICT_CONFIG'):
+            logging.config.dictConfig(config['DICT_CONFIG'])
+        else:
+            level = 'DEBUG' if options['verbose'] else 'WARNING' if options['quiet'] else options['logging_level']
+            logging.basicConfig(level=level.upper(), format=options['log_format'], datefmt=options['date_format'])
+    except ValueError as e:  # an unknown level, a DICT_CONFIG that logging refuses
+        raise CommandError(f'logging: {e}') from e
+    if options['pid']:
+        with open(os.path.expanduser(options['pid']), 'w') as f:
+            f.write(str(os.getpid()))
+
+
 def reading_client(ctx: click.Context, verbose: bool) -> Any:
     """The client of a command that reads and manages Redis but runs no job (``aiorq info``,
     ``aiorq dashboard``): as ``rq info``, the settings module only matters for finding Redis."""
@@ -232,3 +252,28 @@ def shared_options(*names: str) -> Callable[[Any], Any]:
         return command
 
     return apply
+
+
+# -- options both commands take whose help differs (one worker, or each worker of a pool) ---------
+
+_WORKER_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    'with_scheduler': (('--with-scheduler', '-s'), {'is_flag': True}),
+    'cron': (('--cron', 'cron_config'), {'default': None, 'metavar': 'CONFIG_PATH'}),
+    'concurrency': (
+        ('--concurrency',),
+        {'type': click.IntRange(min=1), 'default': DEFAULT_CONCURRENCY, 'show_default': True},
+    ),
+    'sync_jobs': (
+        ('--sync-jobs',),
+        {'type': click.Choice(['thread', 'process']), 'default': 'thread', 'show_default': True},
+    ),
+    'loop': (('--loop', 'loop_name'), {'type': click.Choice(['uvloop', 'asyncio']), 'default': None}),
+    'metrics_port': (('--metrics-port',), {'type': click.IntRange(min=1, max=65535), 'default': None}),
+    'metrics_host': (('--metrics-host',), {'default': '127.0.0.1', 'show_default': True}),
+}
+
+
+def worker_option(name: str, help: str) -> Callable[[Any], Any]:
+    """One of :data:`_WORKER_OPTIONS`, with the command's own help text."""
+    decls, attrs = _WORKER_OPTIONS[name]
+    return click.option(*decls, help=help, **attrs)

@@ -35,7 +35,6 @@ from aiorq.protocol.keys import reserved_queue_name
 from . import clitools
 from .backoff import Backoff
 from .clitools import CommandError, fail
-from .settings import DEFAULT_CONCURRENCY
 
 logger = logging.getLogger('aiorq.worker_pool')
 
@@ -327,28 +326,13 @@ def check(ctx: click.Context, options: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def configure_logging(options: dict[str, Any], settings: dict[str, Any]) -> None:
-    """The pool logs as its workers do: DICT_CONFIG, else the level and formats of the options."""
-    if settings.get('DICT_CONFIG'):
-        logging.config.dictConfig(settings['DICT_CONFIG'])
-        return
-    level = 'DEBUG' if options['verbose'] else 'WARNING' if options['quiet'] else options['logging_level']
-    logging.basicConfig(level=level.upper(), format=options['log_format'], datefmt=options['date_format'])
-
-
 def run_pool(options: dict[str, Any]) -> int:
     """0 when every worker's last exit status was 0; 1 with one line on stderr when the pool cannot
     start or a worker failed; usage errors exit 2 before any worker starts."""
     ctx = click.get_current_context()
     try:
         settings = check(ctx, options)
-        try:
-            configure_logging(options, settings)
-        except ValueError as e:  # an unknown level, a DICT_CONFIG that logging refuses
-            raise CommandError(f'logging: {e}') from e
-        if options['pid']:
-            with open(os.path.expanduser(options['pid']), 'w') as f:
-                f.write(str(os.getpid()))
+        clitools.logging_and_pid(options, settings)
     except (CommandError, OSError) as e:
         return fail(ctx, str(e))
     env = dict(os.environ)
@@ -392,41 +376,15 @@ def run_pool(options: dict[str, Any]) -> int:
     show_envvar=True,
     help='Redis client class (a redis.asyncio.Redis subclass; redis.Redis means redis.asyncio.Redis)',
 )
-@click.option('--with-scheduler', '-s', is_flag=True, help="Workers also run the scheduler (rq's locks: one at a time)")
-@click.option(
-    '--cron',
-    'cron_config',
-    default=None,
-    metavar='CONFIG_PATH',
-    help='Workers also run the cron jobs of this rq cron config (each tick enqueued once)',
+@clitools.worker_option('with_scheduler', "Workers also run the scheduler (rq's locks: one at a time)")
+@clitools.worker_option('cron', 'Workers also run the cron jobs of this rq cron config (each tick enqueued once)')
+@clitools.worker_option('concurrency', 'Jobs in flight at once in each worker')
+@clitools.worker_option('sync_jobs', 'How plain functions run in each worker: a thread pool, or child processes')
+@clitools.worker_option('loop', 'Event loop')
+@clitools.worker_option(
+    'metrics_port', 'Worker i serves Prometheus metrics on PORT+i-1 (needs `pip install aiorq[metrics]`)'
 )
-@click.option(
-    '--concurrency',
-    type=click.IntRange(min=1),
-    default=DEFAULT_CONCURRENCY,
-    show_default=True,
-    help='Jobs in flight at once in each worker',
-)
-@click.option(
-    '--sync-jobs',
-    type=click.Choice(['thread', 'process']),
-    default='thread',
-    show_default=True,
-    help='How plain functions run in each worker: a thread pool, or child processes',
-)
-@click.option('--loop', 'loop_name', type=click.Choice(['uvloop', 'asyncio']), default=None, help='Event loop')
-@click.option(
-    '--metrics-port',
-    type=click.IntRange(min=1, max=65535),
-    default=None,
-    help='Worker i serves Prometheus metrics on PORT+i-1 (needs `pip install aiorq[metrics]`)',
-)
-@click.option(
-    '--metrics-host',
-    default='127.0.0.1',
-    show_default=True,
-    help='Address the metrics servers listen on (0.0.0.0: every interface)',
-)
+@clitools.worker_option('metrics_host', 'Address the metrics servers listen on (0.0.0.0: every interface)')
 @click.argument('queues', nargs=-1)
 def worker_pool(**options: Any) -> None:
     """Starts NUM_WORKERS aiorq workers on QUEUES (default: ``default``), each its own process,

@@ -31,8 +31,9 @@ from unittest import mock
 import pytest
 import redis
 import tasks
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from property_settings import derandomized
 from redis.asyncio import Redis
 from rq.callbacks import Callback
 from rq.exceptions import DeserializationError, NoSuchJobError
@@ -50,14 +51,8 @@ START = datetime(2100, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)  # the claim
 ENDED = START + timedelta(seconds=2, microseconds=345678)
 EXC = 'Traceback (most recent call last):\n  boom ✗\nValueError: boom'
 
-FAST = settings(max_examples=200, derandomize=True, database=None, deadline=None)
-REDIS = settings(
-    max_examples=100,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FAST = derandomized(200)
+REDIS = derandomized(100, redis=True)
 
 # -- generated jobs ------------------------------------------------------------------------
 

@@ -26,8 +26,9 @@ import pytest
 import redis
 import redis.asyncio
 import tasks
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from property_settings import derandomized
 from rq.callbacks import Callback
 from rq.job import Dependency, JobStatus, Retry
 from rq.queue import Queue as RQQueue
@@ -38,14 +39,8 @@ from rq.webhook import Webhook
 from aiorq import Queue
 from aiorq.protocol import codec, enqueue, keys, lean_enqueue, scripts, wire
 
-FAST = settings(max_examples=300, derandomize=True, database=None, deadline=None)
-REDIS = settings(
-    max_examples=100,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FAST = derandomized(300)
+REDIS = derandomized(100, redis=True)
 CREATED = datetime(2100, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
 ENQUEUED = CREATED + timedelta(seconds=1, microseconds=2)
 
