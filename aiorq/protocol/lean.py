@@ -91,6 +91,7 @@ ALWAYS = frozenset(
     ).split()
 )
 _STATUSES = {s.value.encode(): s for s in JobStatus}
+_STARTED, _FINISHED = JobStatus.STARTED.value.encode(), JobStatus.FINISHED.value.encode()
 # utcformat's output; days past the 28th are also checked against the month (datetime).
 _DATE = re.compile(rb'[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z')
 _ZLIB = b'x\x9c'  # zlib.compress at its default level, what to_dict() writes
@@ -482,7 +483,7 @@ def encode_start(worker_name: str, at: datetime | bytes) -> dict[bytes, bytes]:
     the hash the claim returns (the hash before the start) before :func:`decode`. ``at`` is the
     start time, or its stored text (a repeated claim returns the first one's)."""
     ts = at if isinstance(at, bytes) else stamp(at)
-    return {b'last_heartbeat': ts, b'status': b'started', b'started_at': ts, b'worker_name': worker_name.encode()}
+    return {b'last_heartbeat': ts, b'status': _STARTED, b'started_at': ts, b'worker_name': worker_name.encode()}
 
 
 def encode_success(ended_at: datetime | bytes, last_heartbeat: datetime | None = None) -> dict[bytes, bytes]:
@@ -493,7 +494,7 @@ def encode_success(ended_at: datetime | bytes, last_heartbeat: datetime | None =
     a repeating job takes rq's path. ``ended_at`` may be given as its :func:`stamp`."""
     ended = ended_at if isinstance(ended_at, bytes) else stamp(ended_at)
     beat = ended if last_heartbeat is None else stamp(last_heartbeat)
-    return {b'status': b'finished', b'ended_at': ended, b'last_heartbeat': beat}
+    return {b'status': _FINISHED, b'ended_at': ended, b'last_heartbeat': beat}
 
 
 def encode_failure(

@@ -197,7 +197,7 @@ def fields(job: RQJob) -> list[Any]:
     if data is UNEVALUATED:
         data = job.data
     items: list[Any] = [
-        'status', 'queued',
+        'status', JobStatus.QUEUED.value,
         'created_at', stamp(job.created_at),
         'data', zlib.compress(data),
         'success_callback_name', '',
